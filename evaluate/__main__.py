@@ -1,0 +1,116 @@
+"""python -m evaluate {linear,knn} --ckpt CHECKPOINT --dataset NAME [options]
+
+Evaluates a frozen backbone from any supported checkpoint (ringbench, plain torchvision
+ResNet state dict, MoCo-style) and writes a results record to RESULTS/<run>/evaluate/.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m evaluate", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="task", required=True)
+    for task in ("linear", "knn"):
+        s = sub.add_parser(task, help=f"{task} evaluation")
+        s.add_argument("--ckpt", required=True, help="checkpoint to evaluate")
+        s.add_argument("--dataset", help="cifar10, cifar100, stl10, imagenet, imagenet100, photo_patches, mnist5k "
+                                         "(default: the checkpoint's pretraining dataset)")
+        s.add_argument("--data-root", default="data", help="directory holding the dataset (default: data)")
+        s.add_argument("--results", default="results", help="results records go to RESULTS/<run>/evaluate/")
+        s.add_argument("--run", help="run name in the record (default: the checkpoint's run name)")
+        s.add_argument("--arch", help="refuse the checkpoint unless its backbone is this architecture")
+        s.add_argument("--image-size", type=int, help="input size (default: the pretraining size, else native)")
+        s.add_argument("--workers", type=int, default=2)
+        s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--no-verify", action="store_true", help="skip torchvision's md5 checks (tiny test files)")
+        if task == "linear":
+            s.add_argument("--protocol", default="paper", choices=("paper", "moco", "cached"))
+            s.add_argument("--epochs", type=int, help="override the protocol's epochs (L-BFGS iterations for cached)")
+        else:
+            s.add_argument("--k", type=int, default=200)
+            s.add_argument("--t", type=float, default=0.07)
+    return p
+
+
+def run(args) -> Path:
+    import torch
+    from torch.utils.data import DataLoader
+
+    from evaluate import linear
+    from pretrain import checkpoint, data
+    from pretrain.knn import features, knn_predict, topk_accuracy
+    from pretrain.train import pick_device
+    from reports import records
+
+    start = time.time()
+    device = pick_device(args.device)
+    net, info = checkpoint.load_backbone(args.ckpt, args.arch)
+    cfg = info["config"] or {}
+    pre = cfg.get("data", {})
+    name = args.dataset or pre.get("dataset")
+    if name is None:
+        raise data.DataError(f"{args.ckpt}: checkpoint does not name its dataset; pass --dataset")
+    if name not in data.DATASETS:
+        raise data.DataError(f"--dataset {name!r}: unknown, expected one of {', '.join(data.DATASETS)}")
+    _, train_split, test_split, native, classes = data.DATASETS[name]
+    size = args.image_size or (pre.get("image_size") if pre.get("dataset") == name else None) or native
+    verify = not args.no_verify
+    train_ds = data.load(name, args.data_root, train_split, verify)
+    test_ds = data.load(name, args.data_root, test_split, verify)
+    run_name = args.run or cfg.get("name") or Path(args.ckpt).stem
+    net.to(device)
+
+    def cache(split_ds, normalize):
+        tf = data.eval_transform(size, native)
+        loader = DataLoader(data.Views(split_ds, tf), batch_size=256, num_workers=args.workers)
+        return features(net, loader, device, normalize=normalize)
+
+    extra = {}
+    if args.task == "knn":
+        bank, bank_y = cache(train_ds, True)
+        query, query_y = cache(test_ds, True)
+        metrics = topk_accuracy(knn_predict(query, bank, bank_y, classes, args.k, args.t), query_y)
+        task, extra["knn"] = f"knn_{name}", {"k": args.k, "t": args.t, "weighting": "exp(cos/t)"}
+    else:
+        protocol = linear.with_epochs(linear.PROTOCOLS[args.protocol], args.epochs)
+        if protocol.name == "cached":
+            tx, ty = cache(train_ds, False)
+            qx, qy = cache(test_ds, False)
+            metrics = linear.cached(tx, ty, qx, qy, classes, protocol)
+        else:
+            sd, arch, stem, _ = checkpoint.backbone_state(checkpoint.read(args.ckpt), args.ckpt)
+            recipe = pre.get("augment", "moco_v2")
+            metrics = linear.full_path(sd, arch, stem, protocol, train_ds, test_ds, classes, size, native,
+                                       recipe, device, args.workers, args.seed)
+        task, extra["protocol"] = f"linear_{protocol.name}_{name}", linear.describe(protocol)
+    rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
+                       wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],
+                       image_size=size, method=cfg.get("method", {}).get("name"),
+                       negatives=cfg.get("negatives", {}).get("sampler"),
+                       pretrain_dataset=pre.get("dataset"), **extra)
+    path = records.write(rec, args.results)
+    print(f"[evaluate] {task} {run_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
+    return path
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from evaluate.linear import SanityError
+    from pretrain.checkpoint import CheckpointError
+    from pretrain.config import ConfigError
+    from pretrain.data import DataError
+    try:
+        run(args)
+    except (CheckpointError, DataError, ConfigError, SanityError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""Linear evaluation of a frozen backbone (DESIGN §5).
+
+Protocols (recorded in the results record):
+  paper   official Ring code: SGD lr 0.01, wd 1e-5, 100 epochs, pretraining augmentations
+  moco    MoCo: SGD lr 30, wd 0, lr x0.1 at epochs 60 and 80, RandomResizedCrop + flip
+  cached  features computed once without augmentation; a multinomial logistic regression
+          trained to convergence on them with L-BFGS. Minutes instead of hours; not the
+          paper protocol, and its record says so.
+
+The full-path protocols enforce MoCo's sanity checks: only fc.* is missing when the
+backbone is loaded, only the linear layer is optimised, the backbone is in eval mode
+(BN statistics frozen) and its weights are unchanged after the first epoch.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+from torchvision.transforms import v2
+
+from pretrain import data
+from pretrain.knn import topk_accuracy
+
+
+@dataclass
+class Protocol:
+    name: str
+    lr: float
+    weight_decay: float
+    epochs: int
+    milestones: list = field(default_factory=list)
+    augment: str = "none"  # pretrain | crop_flip | none
+    batch_size: int = 256
+    momentum: float = 0.9
+    paper_protocol: bool = True
+
+
+PROTOCOLS = {
+    "paper": Protocol("paper", lr=0.01, weight_decay=1e-5, epochs=100, augment="pretrain"),
+    "moco": Protocol("moco", lr=30.0, weight_decay=0.0, epochs=100, milestones=[60, 80], augment="crop_flip"),
+    "cached": Protocol("cached", lr=1.0, weight_decay=1e-5, epochs=300, augment="none", paper_protocol=False),
+}
+
+
+class SanityError(AssertionError):
+    """A linear-evaluation invariant was violated; evaluation must not go on."""
+
+
+def probe_model(backbone_sd: dict, arch: str, cifar_stem: bool, num_classes: int) -> nn.Module:
+    """torchvision ResNet whose fc is a fresh linear layer; only fc.* may be missing on load."""
+    from pretrain.models import backbone as make_backbone
+    net = make_backbone(arch, cifar_stem)
+    net.fc = nn.Linear(net.out_dim, num_classes)
+    nn.init.normal_(net.fc.weight, std=0.01)
+    nn.init.zeros_(net.fc.bias)
+    missing, unexpected = net.load_state_dict(backbone_sd, strict=False)
+    check_load(missing, unexpected)
+    for name, p in net.named_parameters():
+        p.requires_grad = name.startswith("fc.")
+    return net
+
+
+def check_load(missing, unexpected) -> None:
+    if set(missing) != {"fc.weight", "fc.bias"} or unexpected:
+        raise SanityError(f"backbone load: missing keys must be exactly fc.weight, fc.bias; "
+                          f"got missing={sorted(missing)[:6]} unexpected={sorted(unexpected)[:6]}")
+
+
+def check_optimizer(net: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    optimised = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    fc = {id(p) for p in net.fc.parameters()}
+    if optimised != fc:
+        raise SanityError("optimizer: only the linear layer (fc.weight, fc.bias) may be optimised")
+    if any(p.requires_grad for n, p in net.named_parameters() if not n.startswith("fc.")):
+        raise SanityError("backbone parameters must have requires_grad=False")
+
+
+def check_unchanged(net: nn.Module, reference: dict) -> None:
+    """MoCo's sanity_check: every backbone tensor (BN statistics included) equals the loaded one."""
+    for k, v in net.state_dict().items():
+        if not k.startswith("fc.") and not torch.equal(v.cpu(), reference[k].cpu()):
+            raise SanityError(f"backbone tensor {k} changed during linear evaluation")
+
+
+def _train_transform(protocol: Protocol, recipe: str, size: int, native: int):
+    if protocol.augment == "pretrain":
+        return data.train_transform(recipe, size)
+    if protocol.augment == "crop_flip":
+        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
+                           v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(data.MEAN, data.STD)])
+    return data.eval_transform(size, native)
+
+
+@torch.no_grad()
+def _evaluate(net, loader, device) -> dict:
+    net.eval()
+    scores, labels = [], []
+    for views, y, _ in loader:
+        scores.append(net(views[0].to(device)).float())
+        labels.append(y.to(device))
+    return topk_accuracy(torch.cat(scores), torch.cat(labels))
+
+
+def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol, train_ds, test_ds,
+              num_classes: int, size: int, native: int, recipe: str, device, workers: int = 2,
+              seed: int = 0, log=print) -> dict:
+    torch.manual_seed(seed)
+    net = probe_model(backbone_sd, arch, cifar_stem, num_classes).to(device)
+    reference = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    opt = torch.optim.SGD(net.fc.parameters(), lr=protocol.lr, momentum=protocol.momentum,
+                          weight_decay=protocol.weight_decay)
+    check_optimizer(net, opt)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, protocol.milestones, 0.1)
+    train = data.Views(train_ds, _train_transform(protocol, recipe, size, native))
+    order = data.EpochSampler(len(train), protocol.batch_size if len(train) >= protocol.batch_size else len(train), seed)
+    loader = DataLoader(train, batch_size=order.batch, sampler=order, num_workers=workers, drop_last=True)
+    test = DataLoader(data.Views(test_ds, data.eval_transform(size, native)), batch_size=256, num_workers=workers)
+    for epoch in range(protocol.epochs):
+        net.eval()  # the whole network: BN statistics stay frozen; fc has no train-mode behaviour
+        order.set_epoch(epoch)
+        for views, y, _ in loader:
+            loss = F.cross_entropy(net(views[0].to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        sched.step()
+        if epoch == 0:
+            check_unchanged(net, reference)
+        if (epoch + 1) % 10 == 0 or epoch + 1 == protocol.epochs:
+            log(f"[linear] epoch {epoch + 1}/{protocol.epochs} loss {loss.item():.4f}")
+    check_unchanged(net, reference)
+    return _evaluate(net, test, device)
+
+
+def fit_cached(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, weight_decay: float,
+               max_iter: int = 300) -> nn.Linear:
+    """Multinomial logistic regression on fixed features: L-BFGS on the full batch, minimising
+    mean cross-entropy + weight_decay/2 * ||W||^2 (the same objective SGD with weight decay
+    descends), from features standardised with training statistics."""
+    mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
+    x = (train_x - mean) / std
+    layer = nn.Linear(x.shape[1], num_classes).to(x.device)
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    opt = torch.optim.LBFGS(layer.parameters(), lr=1.0, max_iter=max_iter, history_size=20,
+                            tolerance_grad=1e-7, tolerance_change=1e-10, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = F.cross_entropy(layer(x), train_y) + 0.5 * weight_decay * layer.weight.pow(2).sum()
+        loss.backward()
+        return loss
+
+    opt.step(closure)
+    # fold the standardisation into the layer: it then applies to raw features
+    with torch.no_grad():
+        w = layer.weight / std
+        layer.bias.sub_((w * mean).sum(1))
+        layer.weight.copy_(w)
+    return layer
+
+
+def cached(train_x, train_y, test_x, test_y, num_classes: int, protocol: Protocol) -> dict:
+    layer = fit_cached(train_x, train_y, num_classes, protocol.weight_decay, protocol.epochs)
+    with torch.no_grad():
+        return topk_accuracy(layer(test_x), test_y)
+
+
+def describe(protocol: Protocol) -> dict:
+    d = asdict(protocol)
+    if protocol.name == "cached":
+        d.update(optimizer="lbfgs", note="features cached once without augmentation; `epochs` = L-BFGS "
+                 "iterations; not the paper protocol")
+    return d
+
+
+def with_epochs(protocol: Protocol, epochs: int | None) -> Protocol:
+    return protocol if epochs is None else dataclasses.replace(protocol, epochs=epochs)

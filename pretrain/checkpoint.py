@@ -1,0 +1,151 @@
+"""The canonical checkpoint format, atomic writes, and backbone loading for every harness.
+
+A checkpoint is a dict loadable with torch.load(weights_only=True):
+  format, version, arch, cifar_stem, feature_dim,
+  backbone      torchvision ResNet key names without fc (loads strictly into
+                torchvision.models.<arch>() whose fc is nn.Identity()),
+  head          projection head state dict,
+  method_state  everything else of the method (memory bank, queue, key encoder),
+  optimizer, scheduler, sampler, rng, config (resolved), epoch, step, step_in_epoch.
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pretrain import models
+
+FORMAT, VERSION = "ringbench-checkpoint", 1
+
+
+class CheckpointError(ValueError):
+    """Missing, corrupt or incompatible checkpoint; the message names the file."""
+
+
+def atomic_save(obj, path: str | os.PathLike) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over `path`:
+    a reader sees either the old file or the complete new one, never half of one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *np_state[2:]],
+        "python": [random.getstate()[0], list(random.getstate()[1]), random.getstate()[2]],
+    }
+
+
+def set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def read(path: str | os.PathLike) -> dict:
+    """torch.load with one-line errors for a missing or truncated file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, garbage bytes, unpickling errors
+        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({detail})") from None
+
+
+def checkpoint_step(path: Path) -> int:
+    m = re.search(r"step(\d+)", path.name)
+    return int(m.group(1)) if m else -1
+
+
+def latest(directory: str | os.PathLike) -> tuple[Path, dict] | None:
+    """Newest readable checkpoint in `directory` (by step); corrupt ones are skipped with a warning."""
+    files = sorted(Path(directory).glob("ckpt_step*.pt"), key=checkpoint_step, reverse=True)
+    for f in files:
+        try:
+            payload = read(f)
+        except CheckpointError as exc:
+            warnings.warn(f"skipping {exc}")
+            continue
+        if payload.get("format") == FORMAT:
+            return f, payload
+        warnings.warn(f"skipping {f}: not a ringbench checkpoint")
+    return None
+
+
+# ---------------------------------------------------------------- backbones for harnesses
+
+_PREFIXES = ("module.encoder_q.", "encoder_q.", "module.encoder.backbone.", "encoder.backbone.",
+             "module.backbone.", "backbone.", "module.")
+
+
+def _infer_arch(sd: dict) -> str:
+    return "resnet50" if "layer1.0.conv3.weight" in sd else "resnet18"
+
+
+def backbone_state(payload: dict, source: str = "checkpoint") -> tuple[dict, str, bool, str]:
+    """(state dict with torchvision names and no fc, arch, cifar_stem, kind) of any supported
+    checkpoint: ours, a plain torchvision ResNet state dict, or a MoCo-style checkpoint."""
+    if payload.get("format") == FORMAT:
+        return payload["backbone"], payload["arch"], payload["cifar_stem"], "ringbench"
+    sd = payload.get("state_dict", payload.get("model", payload))
+    if not isinstance(sd, dict) or not any(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{source}: no state dict found (expected a ringbench checkpoint, "
+                              f"a torchvision ResNet state dict or a MoCo checkpoint)")
+    kind = "torchvision"
+    for prefix in _PREFIXES:
+        if any(k.startswith(prefix) for k in sd):
+            kind = "moco" if "encoder_q" in prefix else kind
+            sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+            break
+    sd = {k: v for k, v in sd.items() if not k.startswith("fc.")}
+    if "conv1.weight" not in sd:
+        raise CheckpointError(f"{source}: no ResNet backbone keys (conv1.weight missing) in the state dict")
+    cifar_stem = tuple(sd["conv1.weight"].shape[-2:]) == (3, 3)
+    return sd, _infer_arch(sd), cifar_stem, kind
+
+
+def load_backbone(path: str | os.PathLike, arch: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """A frozen-ready backbone with every key of the checkpoint loaded strictly.
+
+    Returns (backbone, info) with info = {arch, cifar_stem, kind, config}. Refuses a
+    checkpoint whose architecture differs from `arch` when one is requested."""
+    payload = read(path)
+    sd, found, cifar_stem, kind = backbone_state(payload, str(path))
+    if arch is not None and arch != found:
+        raise CheckpointError(f"{path}: checkpoint holds a {found} backbone, but {arch} was requested")
+    net = models.backbone(found, cifar_stem)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise CheckpointError(f"{path}: backbone does not match torchvision {found} ({detail})") from None
+    return net, {"arch": found, "cifar_stem": cifar_stem, "kind": kind, "config": payload.get("config")}

@@ -1,0 +1,226 @@
+"""Datasets (torchvision's real loaders plus the embedded offline data), augmentation
+recipes, and the epoch-seeded sampler that makes every batch reproducible.
+
+Every dataset yields (PIL image, target). `Views` wraps one for training: it returns
+(views, target, index) and seeds each item's augmentation by (seed, epoch, index), so a
+run resumed mid-epoch, or run with any number of workers, sees exactly the same pixels.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+from PIL import Image
+from torch.utils.data import Dataset, Sampler
+from torchvision.transforms import v2
+
+MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's, as detectron2 expects too
+
+# name -> (pretraining split, labelled train split, test split, native size, classes)
+DATASETS = {
+    "cifar10": ("train", "train", "test", 32, 10),
+    "cifar100": ("train", "train", "test", 32, 100),
+    "stl10": ("train+unlabeled", "train", "test", 96, 10),
+    "imagenet": ("train", "train", "val", 224, 1000),
+    "imagenet100": ("train", "train", "val", 224, 100),
+    "photo_patches": ("train", "train", "test", 32, 10),
+    "mnist5k": ("train", "train", "test", 28, 10),
+}
+
+
+class DataError(ValueError):
+    """Missing or malformed dataset; the message names the path and what was expected."""
+
+
+# ---------------------------------------------------------------- torchvision loaders
+
+class _Checksums:
+    """Mixin: with verify=False the files must exist but their md5 is not checked.
+
+    torchvision's check_integrity(path, None) only tests existence, so dropping the md5s
+    from the instance's file lists is enough. Only the tests' tiny files need this.
+    """
+
+    def _drop_md5(self, verify: bool) -> None:
+        if not verify:
+            self.train_list = [[f, None] for f, _ in self.train_list]
+            self.test_list = [[f, None] for f, _ in self.test_list]
+            if hasattr(self, "meta"):
+                self.meta = {**self.meta, "md5": None}
+
+
+class CIFAR10(_Checksums, torchvision.datasets.CIFAR10):
+    def __init__(self, root, train=True, verify=True):
+        self._drop_md5(verify)
+        super().__init__(root, train=train, download=False)
+
+
+class CIFAR100(_Checksums, torchvision.datasets.CIFAR100):
+    def __init__(self, root, train=True, verify=True):
+        self._drop_md5(verify)
+        super().__init__(root, train=train, download=False)
+
+
+class STL10(_Checksums, torchvision.datasets.STL10):
+    def __init__(self, root, split="train", verify=True):
+        self._drop_md5(verify)
+        super().__init__(root, split=split, download=False)
+
+
+_EXPECTED = {
+    "cifar10": ("cifar-10-batches-py", "the CIFAR-10 python pickles (data_batch_1..5, test_batch, batches.meta)"),
+    "cifar100": ("cifar-100-python", "the CIFAR-100 python pickles (train, test, meta)"),
+    "stl10": ("stl10_binary", "the STL-10 binaries (train_X.bin, train_y.bin, unlabeled_X.bin, test_X.bin, test_y.bin)"),
+    "imagenet": ("imagenet", "an ImageFolder tree imagenet/{train,val}/<class>/*.JPEG"),
+    "imagenet100": ("imagenet100", "an ImageFolder tree imagenet100/{train,val}/<class>/*.JPEG"),
+}
+
+
+def load(name: str, root: str | os.PathLike, split: str, verify: bool = True) -> Dataset:
+    """The named dataset's split as (PIL image, target) pairs, read from `root`."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
+    if name in ("photo_patches", "mnist5k"):
+        from pretrain import offline  # embedded data: built from registry packages
+        return offline.load(name, split)
+    folder, what = _EXPECTED[name]
+    where = Path(root) / folder / (split if name.startswith("imagenet") else "")
+    if not where.is_dir():
+        raise DataError(f"{where}: directory not found; expected {what}")
+    try:
+        if name == "cifar10":
+            return CIFAR10(root, train=split == "train", verify=verify)
+        if name == "cifar100":
+            return CIFAR100(root, train=split == "train", verify=verify)
+        if name == "stl10":
+            return STL10(root, split=split, verify=verify)
+        return torchvision.datasets.ImageFolder(str(where))
+    except (RuntimeError, FileNotFoundError, OSError, ValueError, KeyError, EOFError) as exc:
+        detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"{where}: cannot read {name} ({detail}); expected {what}") from None
+    except Exception as exc:  # unpickling garbage raises all sorts (UnpicklingError, TypeError, ...)
+        raise DataError(f"{where}: cannot read {name} ({type(exc).__name__}: {exc}); expected {what}") from None
+
+
+def targets(ds: Dataset) -> torch.Tensor:
+    """All targets of a dataset without decoding images."""
+    for attr in ("targets", "labels"):
+        if hasattr(ds, attr):
+            return torch.as_tensor(np.asarray(getattr(ds, attr)), dtype=torch.long)
+    if isinstance(ds, torch.utils.data.Subset):
+        return targets(ds.dataset)[torch.as_tensor(ds.indices)]
+    raise TypeError(f"cannot read targets of {type(ds).__name__}")
+
+
+def subset(ds: Dataset, limit: int) -> Dataset:
+    """The first `limit` items (0 = all); keeps `targets` readable."""
+    return ds if limit <= 0 or limit >= len(ds) else torch.utils.data.Subset(ds, range(limit))
+
+
+# ---------------------------------------------------------------- augmentation
+
+def _finish():
+    return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
+
+
+def train_transform(recipe: str, size: int) -> v2.Compose:
+    """One augmented view. Both recipes crop with scale (0.2, 1) as in the papers."""
+    crop = v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True)
+    if recipe == "moco_v2":  # MoCo-v2 (Chen et al. 2020); blur only where images are large enough
+        ops = [crop, v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
+        if size >= 64:
+            k = int(0.1 * size) // 2 * 2 + 1
+            ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5))
+        ops.append(v2.RandomHorizontalFlip())
+    elif recipe == "ring":  # the instance-discrimination recipe the official Ring code defaults to
+        ops = [crop, v2.RandomGrayscale(p=0.2), v2.ColorJitter(0.4, 0.4, 0.4, 0.4), v2.RandomHorizontalFlip()]
+    else:
+        raise ValueError(f"unknown augmentation recipe {recipe!r}, expected moco_v2 or ring")
+    return v2.Compose(ops + _finish())
+
+
+def eval_transform(size: int, native: int) -> v2.Compose:
+    """Deterministic test-time view: resize (and centre-crop large images) to `size`."""
+    if native > size:  # ImageNet-style: resize to size/0.875 then centre-crop
+        ops = [v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size)]
+    else:
+        ops = [v2.Resize((size, size), antialias=True)] if native != size else []
+    return v2.Compose([v2.RGB()] + ops + _finish())
+
+
+# ---------------------------------------------------------------- reproducible batches
+
+@contextlib.contextmanager
+def _seeded(seed: int):
+    # fork only the CPU generator: transforms run on CPU; forking CUDA ones costs a sync
+    state = torch.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        yield
+    finally:
+        torch.set_rng_state(state)
+
+
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    return ((seed * 1_000_003 + epoch) * 1_000_033 + index) % (2**63 - 1)
+
+
+class Views(Dataset):
+    """(views, target, index) where views = [transform(img) for each view].
+
+    Keys are (index, seed) pairs from EpochSampler; a plain int key is not seeded."""
+
+    def __init__(self, base: Dataset, transform, n_views: int = 1):
+        self.base, self.transform, self.n_views = base, v2.Compose([v2.RGB(), transform]), n_views
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        img, target = self.base[index]
+        with _seeded(seed) if seed is not None else contextlib.nullcontext():
+            views = [self.transform(img) for _ in range(self.n_views)]
+        return views, target, index
+
+
+class EpochSampler(Sampler):
+    """Permutation seeded by (seed, epoch), split into global batches, resumable anywhere.
+
+    Rank r of `world` takes the r-th slice of every global batch, so N processes see the
+    same global batches as one process (DESIGN §6). Incomplete last batches are dropped.
+    Yields (index, item_seed): augmentation is a pure function of (seed, epoch, index).
+    """
+
+    def __init__(self, n: int, batch: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
+        if batch % world:
+            raise ValueError(f"global batch {batch} is not divisible by {world} processes")
+        self.n, self.batch, self.seed, self.shuffle, self.rank, self.world = n, batch, seed, shuffle, rank, world
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """Next iteration covers `epoch`, skipping this rank's first `start` items."""
+        self.epoch, self.start = epoch, start
+
+    def steps(self) -> int:
+        return self.n // self.batch
+
+    def _order(self) -> list[int]:
+        if self.shuffle:
+            order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch))
+        else:
+            order = torch.arange(self.n)
+        per = self.batch // self.world
+        mine = order[: self.steps() * self.batch].view(-1, self.world, per)[:, self.rank]
+        return mine.reshape(-1).tolist()
+
+    def __iter__(self):
+        for i in self._order()[self.start:]:
+            yield i, item_seed(self.seed, self.epoch, i)
+
+    def __len__(self) -> int:
+        return self.steps() * (self.batch // self.world) - self.start

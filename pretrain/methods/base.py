@@ -1,0 +1,29 @@
+"""What every base method shares: the query encoder, the negative sampler, the config."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+from pretrain.models import Encoder
+from pretrain.negatives import NegativeSampler
+
+
+class Method(nn.Module):
+    """A contrastive method. `forward` returns (loss, metrics); `step_end` runs after the
+    optimizer step (memory writes, EMA), so a NaN loss never reaches the memory."""
+
+    views = 1  # augmented views per image
+
+    def __init__(self, cfg, num_samples: int, sampler: NegativeSampler):
+        super().__init__()
+        self.cfg, self.num_samples, self.sampler = cfg, num_samples, sampler
+        self.encoder = Encoder(cfg.model)
+        self.t = cfg.method.temperature
+        # memories start from their own seeded generator: identical across processes
+        self.init_generator = torch.Generator().manual_seed(cfg.train.seed + 1)
+
+    def forward(self, views: list[torch.Tensor], index: torch.Tensor, epoch: float):
+        raise NotImplementedError
+
+    def step_end(self) -> None:
+        pass

@@ -1,0 +1,50 @@
+"""MoCo-v2 (Chen et al. 2020): query encoder, EMA key encoder, a queue of past keys as the
+pool. Ring masks the queue entries outside each query's band out of the denominator."""
+from __future__ import annotations
+
+import copy
+
+import torch
+
+from pretrain.memory import Queue
+from pretrain.methods.base import Method
+from pretrain.objectives import info_nce
+
+
+class MoCo(Method):
+    views = 2
+
+    def __init__(self, cfg, num_samples, sampler):
+        super().__init__(cfg, num_samples, sampler)
+        self.key_encoder = copy.deepcopy(self.encoder)
+        self.key_encoder.requires_grad_(False)
+        self.queue = Queue(cfg.method.queue_size, cfg.model.feat_dim, self.init_generator)
+        self.m = cfg.method.key_momentum
+        self._pending = None
+
+    @torch.no_grad()
+    def _ema(self):
+        for q, k in zip(self.encoder.parameters(), self.key_encoder.parameters()):
+            k.mul_(self.m).add_(q.detach(), alpha=1.0 - self.m)
+        # BN running statistics are not averaged: the key encoder keeps its own (as MoCo does)
+
+    @torch.no_grad()
+    def _keys(self, x):
+        # shuffle so each SplitBatchNorm group mixes different images than the query's groups
+        perm = torch.randperm(len(x), device=x.device)
+        k = self.key_encoder(x[perm])
+        return k[torch.argsort(perm)]
+
+    def forward(self, views, index, epoch):
+        q = self.encoder(views[0])
+        self._ema()  # MoCo updates the key encoder before computing this step's keys
+        k = self._keys(views[1])
+        neg = q @ self.queue.keys.T
+        mask = None if self.sampler.full else self.sampler.mask(neg.detach(), epoch=epoch)
+        loss = info_nce((q * k).sum(1), neg, self.t, mask)
+        self._pending = k
+        return loss, {}
+
+    def step_end(self):
+        self.queue.push(self._pending)
+        self._pending = None

@@ -1,0 +1,122 @@
+"""Negative samplers (uniform, ring, ball) and the annealing schedules of the ring's outer edge.
+
+Semantics follow the official Ring code (DESIGN §3): rank the pool by similarity to the
+anchor, descending; keep ranks [lo, hi) with hi = round(outer * n) and lo = round(inner * hi)
+("dynamic inner": the inner cut is a fraction of the outer ball). With the defaults
+outer = inner = 0.1 that is the band between the top 1% and the top 10% of the pool, i.e.
+similarity percentiles (90, 99]. `ball` is the same without the inner cut; `uniform` is the
+whole pool. The anchor's own row (`exclude`) is never in any band.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+SCHEDULES = ("none", "linear", "step", "cosine", "exponential")
+KINDS = ("uniform", "ring", "ball")
+
+
+def band_limits(n: int, outer: float, inner: float) -> tuple[int, int]:
+    """Rank range [lo, hi) of the band in a pool of n candidates (official rounding)."""
+    hi = min(n, max(1, round(outer * n)))
+    lo = min(round(inner * hi), hi - 1)
+    return lo, hi
+
+
+def anneal(schedule: str, epoch: float, final: float, start: float = 1.0, epochs: float = 0.0,
+           steps: int = 4, decay: float = 0.1) -> float:
+    """Outer fraction at (fractional) `epoch`: moves from `start` to `final` over `epochs`."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown anneal schedule {schedule!r}, expected one of {SCHEDULES}")
+    if schedule == "none" or epochs <= 0 or epoch >= epochs:
+        return final
+    t = max(0.0, epoch / epochs)
+    if schedule == "linear":
+        w = 1.0 - t
+    elif schedule == "step":  # `steps` equal plateaus, the first at `start`
+        w = 1.0 - math.floor(t * steps) / steps
+    elif schedule == "cosine":
+        w = 0.5 * (1.0 + math.cos(math.pi * t))
+    else:  # exponential, renormalised so that it ends exactly at `final`
+        w = (decay ** t - decay) / (1.0 - decay)
+    return final + (start - final) * w
+
+
+class NegativeSampler:
+    """Chooses, per anchor, which pool entries may serve as negatives."""
+
+    def __init__(self, kind: str = "uniform", outer: float = 0.1, inner: float = 0.1,
+                 schedule: str = "none", anneal_epochs: float = 0.0, anneal_start: float = 1.0,
+                 anneal_steps: int = 4, anneal_decay: float = 0.1, seed: int = 0, device="cpu"):
+        if kind not in KINDS:
+            raise ValueError(f"unknown negative sampler {kind!r}, expected one of {KINDS}")
+        self.kind, self.outer_final, self.inner = kind, outer, inner
+        self.schedule = dict(schedule=schedule, epochs=anneal_epochs, start=anneal_start,
+                             steps=anneal_steps, decay=anneal_decay)
+        self.generator = torch.Generator(device=device)
+        self.generator.manual_seed(seed)
+
+    @classmethod
+    def from_config(cls, neg, seed: int, device) -> "NegativeSampler":
+        a = neg.anneal
+        return cls(neg.sampler, neg.outer, neg.inner, a.schedule, a.epochs, a.start, a.steps,
+                   a.decay, seed=seed, device=device)
+
+    @property
+    def full(self) -> bool:
+        return self.kind == "uniform"
+
+    def fractions(self, epoch: float = 0.0) -> tuple[float, float]:
+        """(outer, inner) in force at `epoch`; (1, 0) for uniform."""
+        if self.full:
+            return 1.0, 0.0
+        outer = anneal(final=self.outer_final, epoch=epoch, **self.schedule)
+        return outer, (self.inner if self.kind == "ring" else 0.0)
+
+    @torch.no_grad()
+    def band(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:
+        """Pool indices (B, hi - lo) of each anchor's band, most similar first.
+
+        topk(hi) instead of a full sort: only the top `outer` fraction is ever needed.
+        """
+        sim = sim.float()
+        n = sim.shape[1]
+        if exclude is not None:
+            sim = sim.clone()
+            sim.scatter_(1, exclude.view(-1, 1), float("-inf"))  # ranks last, never reached
+            n -= 1
+        lo, hi = band_limits(n, *self.fractions(epoch))
+        return sim.topk(hi, dim=1, sorted=True).indices[:, lo:hi]
+
+    @torch.no_grad()
+    def sample(self, k: int, pool_size: int, sim: torch.Tensor | None = None,
+               exclude: torch.Tensor | None = None, epoch: float = 0.0, batch: int | None = None) -> torch.Tensor:
+        """K negatives per anchor drawn uniformly with replacement from its band: (B, K)."""
+        g = self.generator
+        if self.full:  # the band is the whole pool: no similarities needed
+            b = batch if batch is not None else exclude.shape[0]
+            if exclude is None:
+                return torch.randint(pool_size, (b, k), generator=g, device=g.device)
+            idx = torch.randint(pool_size - 1, (b, k), generator=g, device=g.device)
+            return idx + (idx >= exclude.view(-1, 1)).long()  # skip the anchor's own row
+        band = self.band(sim, exclude, epoch)
+        pos = torch.randint(band.shape[1], (band.shape[0], k), generator=g, device=g.device)
+        return band.gather(1, pos)
+
+    @torch.no_grad()
+    def mask(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:
+        """Boolean (B, N) mask of the band: True where a pool entry is a negative."""
+        if self.full:
+            m = torch.ones_like(sim, dtype=torch.bool)
+            if exclude is not None:
+                m.scatter_(1, exclude.view(-1, 1), False)
+            return m
+        m = torch.zeros_like(sim, dtype=torch.bool)
+        return m.scatter_(1, self.band(sim, exclude, epoch), True)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,26 @@
+"""Contrastive objectives as pure functions of similarities (no state, no sampling).
+
+Ring changes only *which* negatives enter the loss, never its form: CNCE is InfoNCE whose
+negatives come from the ring, so a single function serves both (DESIGN §3).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def info_nce(pos: torch.Tensor, neg: torch.Tensor, temperature: float,
+             neg_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean over anchors of -log(e^{s+/t} / (e^{s+/t} + sum_j e^{s_j/t})).
+
+    pos: (B,) similarity to the positive; neg: (B, K) similarities to negatives;
+    neg_mask: optional (B, K) bool, False entries are not negatives (they get e^{-inf} = 0).
+    """
+    if pos.dim() != 1 or neg.dim() != 2 or neg.shape[0] != pos.shape[0]:
+        raise ValueError(f"info_nce: expected pos (B,) and neg (B, K), got {tuple(pos.shape)} and {tuple(neg.shape)}")
+    logits = torch.cat([pos[:, None], neg], dim=1) / temperature
+    if neg_mask is not None:
+        keep = torch.cat([torch.ones_like(neg_mask[:, :1]), neg_mask], dim=1)
+        logits = logits.masked_fill(~keep, float("-inf"))
+    # the positive sits in column 0
+    return F.cross_entropy(logits.float(), torch.zeros(len(pos), dtype=torch.long, device=pos.device))

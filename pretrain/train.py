@@ -1,0 +1,249 @@
+"""The pretraining loop: any base method x any negative sampler, checkpointed and resumable.
+
+Exact resume rests on three facts: batches come from EpochSampler (a pure function of
+seed, epoch and position), augmentation is seeded per item, and a checkpoint holds every
+other piece of state (model, memory, optimizer, sampler generator, RNGs, step).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+import warnings
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pretrain import checkpoint as ckpt
+from pretrain import config as config_mod
+from pretrain import data, methods
+from pretrain.knn import features, knn_predict, topk_accuracy
+from pretrain.negatives import NegativeSampler
+from reports import records
+
+# keys that may differ between a checkpoint and the command that resumes it
+RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "train.keep_last",
+                     "train.knn_every", "data.workers", "data.root", "train.device")
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (e.g. a non-finite loss); the message names the step."""
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise config_mod.ConfigError("train.device: 'cuda' requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def learning_rate(optim_cfg, epoch: int) -> float:
+    """Per-epoch learning rate: a pure function of the epoch, so it needs no saved state."""
+    if optim_cfg.schedule == "cosine":
+        return optim_cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / optim_cfg.epochs))
+    return optim_cfg.lr * optim_cfg.gamma ** sum(epoch >= m for m in optim_cfg.milestones)
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def check_resume_config(saved: dict, current: dict, source: str) -> None:
+    a, b = _flat(saved), _flat(current)
+    for key in sorted(set(a) | set(b)):
+        if key not in RESUMABLE_CHANGES and key != "name" and a.get(key) != b.get(key):
+            raise config_mod.ConfigError(
+                f"{source}: cannot resume, config key '{key}' is {b.get(key)!r} but the checkpoint was "
+                f"trained with {a.get(key)!r}")
+
+
+class Trainer:
+    def __init__(self, cfg, out_dir: str | os.PathLike, results_dir: str | os.PathLike | None = None):
+        self.cfg, self.out = cfg, Path(out_dir)
+        self.results = Path(results_dir) if results_dir else None
+        self.device = pick_device(cfg.train.device)
+        torch.manual_seed(cfg.train.seed)
+        split = data.DATASETS[cfg.data.dataset][0]
+        base = data.subset(data.load(cfg.data.dataset, cfg.data.root, split, cfg.data.verify_checksums), cfg.data.limit)
+        self.sampler = NegativeSampler.from_config(cfg.negatives, cfg.train.seed, self.device)
+        self.method = methods.build(cfg, len(base), self.sampler).to(self.device)
+        views = data.Views(base, data.train_transform(cfg.data.augment, cfg.data.image_size), self.method.views)
+        self.order = data.EpochSampler(len(views), cfg.optim.batch_size, cfg.train.seed)
+        if self.order.steps() == 0:
+            raise config_mod.ConfigError(f"optim.batch_size: {cfg.optim.batch_size} exceeds the "
+                                         f"{len(views)} training images of {cfg.data.dataset}")
+        self.loader = DataLoader(views, batch_size=cfg.optim.batch_size, sampler=self.order, drop_last=True,
+                                 num_workers=cfg.data.workers, pin_memory=self.device.type == "cuda",
+                                 persistent_workers=cfg.data.workers > 0)
+        params = [p for p in self.method.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                         weight_decay=cfg.optim.weight_decay)
+        self.epoch, self.step, self.step_in_epoch = 0, 0, 0
+        self.knn = None  # last monitor result
+        self._monitor_loaders = None
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "checkpoints").mkdir(exist_ok=True)
+
+    # ------------------------------------------------------------ state
+    def state(self) -> dict:
+        enc = self.method.encoder
+        return {
+            "format": ckpt.FORMAT, "version": ckpt.VERSION,
+            "arch": self.cfg.model.arch, "cifar_stem": self.cfg.model.cifar_stem,
+            "feature_dim": enc.backbone.out_dim,
+            "backbone": enc.backbone.state_dict(), "head": enc.head.state_dict(),
+            "method_state": {k: v for k, v in self.method.state_dict().items() if not k.startswith("encoder.")},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": {"kind": self.cfg.optim.schedule, "lr": self.optimizer.param_groups[0]["lr"]},
+            "sampler": self.sampler.state_dict(), "rng": ckpt.rng_state(),
+            "config": config_mod.to_dict(self.cfg),
+            "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
+            "knn": self.knn,
+        }
+
+    def load_state(self, payload: dict, source: str) -> None:
+        if payload.get("format") != ckpt.FORMAT:
+            raise ckpt.CheckpointError(f"{source}: not a ringbench checkpoint")
+        check_resume_config(payload["config"], config_mod.to_dict(self.cfg), source)
+        sd = {f"encoder.backbone.{k}": v for k, v in payload["backbone"].items()}
+        sd.update({f"encoder.head.{k}": v for k, v in payload["head"].items()})
+        sd.update(payload["method_state"])
+        self.method.load_state_dict(sd, strict=True)
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.sampler.load_state_dict(payload["sampler"])
+        ckpt.set_rng_state(payload["rng"])
+        self.epoch, self.step, self.step_in_epoch = payload["epoch"], payload["step"], payload["step_in_epoch"]
+        self.knn = payload.get("knn")
+        self._truncate_log()
+
+    def save(self) -> Path:
+        path = self.out / "checkpoints" / f"ckpt_step{self.step:08d}.pt"
+        ckpt.atomic_save(self.state(), path)
+        old = sorted(path.parent.glob("ckpt_step*.pt"), key=ckpt.checkpoint_step)
+        for stale in old[: max(0, len(old) - self.cfg.train.keep_last)]:
+            stale.unlink()
+        return path
+
+    def resume(self, what: str) -> None:
+        if what == "auto":
+            found = ckpt.latest(self.out / "checkpoints")
+            if found is None:
+                print(f"[pretrain] no checkpoint in {self.out / 'checkpoints'}: starting from scratch")
+                return
+            path, payload = found
+        else:
+            path, payload = Path(what), ckpt.read(what)
+        self.load_state(payload, str(path))
+        print(f"[pretrain] resumed from {path} (epoch {self.epoch}, step {self.step})")
+
+    # ------------------------------------------------------------ logging
+    @property
+    def log_path(self) -> Path:
+        return self.out / "log.jsonl"
+
+    def log(self, entry: dict) -> None:
+        with open(self.log_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _truncate_log(self) -> None:
+        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
+        if self.log_path.exists():
+            keep = [l for l in self.log_path.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
+            self.log_path.write_text("".join(l + "\n" for l in keep))
+
+    # ------------------------------------------------------------ monitor
+    def monitor(self) -> dict:
+        """Weighted kNN top-1/top-5 on the test split, train split as the labelled bank."""
+        cfg = self.cfg
+        if self._monitor_loaders is None:  # built once: re-reading datasets every epoch is waste
+            _, train_split, test_split, native, _ = data.DATASETS[cfg.data.dataset]
+            tf = data.eval_transform(cfg.data.image_size, native)
+            self._monitor_loaders = [
+                DataLoader(data.Views(data.load(cfg.data.dataset, cfg.data.root, split, cfg.data.verify_checksums), tf),
+                           batch_size=256, num_workers=cfg.data.workers)
+                for split in (train_split, test_split)]
+        net = self.method.encoder.backbone
+        bank, bank_y = features(net, self._monitor_loaders[0], self.device)
+        query, query_y = features(net, self._monitor_loaders[1], self.device)
+        scores = knn_predict(query, bank, bank_y, data.DATASETS[cfg.data.dataset][4], cfg.train.knn_k, cfg.train.knn_t)
+        return topk_accuracy(scores, query_y)
+
+    # ------------------------------------------------------------ loop
+    def fit(self) -> dict:
+        cfg, steps = self.cfg, self.order.steps()
+        start, images, last_loss = time.time(), 0, float("nan")
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats()
+        self.method.train()
+        while self.epoch < cfg.optim.epochs:
+            lr = learning_rate(cfg.optim, self.epoch)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.order.set_epoch(self.epoch, start=self.step_in_epoch * cfg.optim.batch_size)
+            bar = tqdm(self.loader, total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
+                       disable=None, leave=False)
+            for views, _, index in bar:
+                progress = self.epoch + self.step_in_epoch / steps
+                views = [v.to(self.device, non_blocking=True) for v in views]
+                loss, metrics = self.method(views, index.to(self.device), progress)
+                if not torch.isfinite(loss):
+                    good = ckpt.latest(self.out / "checkpoints")
+                    raise TrainingError(f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch}); "
+                                        f"last good checkpoint: {good[0] if good else 'none'}")
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                self.method.step_end()
+                self.step += 1
+                self.step_in_epoch += 1
+                images += len(index)
+                last_loss = loss.item()
+                bar.set_postfix(loss=f"{last_loss:.3f}")
+                if self.step % cfg.train.log_every == 0:
+                    outer, inner = self.sampler.fractions(progress)
+                    self.log({"step": self.step, "epoch": progress, "loss": last_loss, "lr": lr,
+                              "outer": outer, "inner": inner, **metrics})
+                if cfg.train.ckpt_every and self.step % cfg.train.ckpt_every == 0 and self.step_in_epoch < steps:
+                    self.save()
+            self.epoch, self.step_in_epoch = self.epoch + 1, 0
+            entry = {"step": self.step, "epoch": self.epoch, "loss": last_loss, "lr": lr}
+            if cfg.train.knn_every and (self.epoch % cfg.train.knn_every == 0 or self.epoch == cfg.optim.epochs):
+                self.knn = self.monitor()
+                entry.update({f"knn_{k}": v for k, v in self.knn.items()})
+            self.log(entry)
+            print(f"[pretrain] {cfg.name} epoch {self.epoch}/{cfg.optim.epochs} step {self.step} "
+                  f"loss {last_loss:.4f}" + (f" knn top1 {self.knn['top1']:.2f}" if "knn_top1" in entry else ""),
+                  flush=True)
+            self.save()
+        wall = time.time() - start
+        return {"loss": last_loss, "wall_s": wall, "images_per_s": images / wall if wall > 0 else 0.0}
+
+    def finish(self, stats: dict) -> Path:
+        """Publish final.pt (a hard link to the newest checkpoint) and the results record."""
+        newest = ckpt.latest(self.out / "checkpoints")[0]
+        final = self.out / "final.pt"
+        tmp = final.with_name(".final.pt.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(newest, tmp)
+        except OSError:
+            ckpt.atomic_save(ckpt.read(newest), tmp)
+        os.replace(tmp, final)
+        if self.results is not None:
+            metrics = {"final_loss": stats["loss"], "epochs": self.epoch, "steps": self.step,
+                       "images_per_s": stats["images_per_s"]}
+            if self.knn:
+                metrics.update({f"knn_{k}": v for k, v in self.knn.items()})
+            rec = records.make(self.cfg.name, "pretrain", "pretrain", self.cfg.data.dataset, metrics,
+                               config_mod.to_dict(self.cfg), checkpoint=final, seed=self.cfg.train.seed,
+                               wall_s=stats["wall_s"], method=self.cfg.method.name,
+                               negatives=self.cfg.negatives.sampler, log=str(self.log_path))
+            records.write(rec, self.results)
+        return final

@@ -1,0 +1,96 @@
+"""Results records: one JSON file per (run, stage, task), the only thing stages share
+besides checkpoints (DESIGN §1). Kept free of heavy imports: every harness writes them."""
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import os
+import platform
+import resource
+import sys
+import warnings
+from pathlib import Path
+
+SCHEMA = 1
+REQUIRED = ("schema", "run", "stage", "task", "dataset", "metrics")
+
+
+def sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def software() -> dict:
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in ("torch", "torchvision", "numpy"):
+        mod = sys.modules.get(name)
+        if mod is not None:
+            out[name] = getattr(mod, "__version__", "?")
+    return out
+
+
+def peak_memory_mb() -> dict:
+    """Peak resident memory of this process and, if used, peak CUDA memory (MiB)."""
+    out = {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
+        out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return out
+
+
+def make(run: str, stage: str, task: str, dataset: str, metrics: dict, config: dict, *,
+         checkpoint: str | None = None, seed: int | None = None, wall_s: float | None = None,
+         **extra) -> dict:
+    return {
+        "schema": SCHEMA, "run": run, "stage": stage, "task": task, "dataset": dataset,
+        "metrics": metrics, "checkpoint": str(checkpoint) if checkpoint else None,
+        "checkpoint_sha256": sha256(checkpoint) if checkpoint else None,
+        "config": config, "seed": seed, "wall_s": wall_s, **peak_memory_mb(),
+        "software": software(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        **extra,
+    }
+
+
+def path_for(results: str | os.PathLike, record: dict) -> Path:
+    return Path(results) / record["run"] / record["stage"] / f"{record['task']}.json"
+
+
+def write(record: dict, results: str | os.PathLike) -> Path:
+    """Atomically write the record (temp file, fsync, rename): readers never see half of it."""
+    path = path_for(results, record)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "w") as f:
+            json.dump(record, f, indent=2, default=str)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_all(results: str | os.PathLike) -> list[dict]:
+    """Every valid record under `results`; a malformed one is named in a warning and skipped."""
+    out = []
+    for path in sorted(Path(results).glob("**/*.json")):
+        if path.name.startswith("."):
+            continue  # a temporary file being written
+        try:
+            record = json.loads(path.read_text())
+            missing = [k for k in REQUIRED if k not in record]
+            if missing:
+                raise ValueError(f"missing keys {', '.join(missing)}")
+            if record["schema"] != SCHEMA:
+                raise ValueError(f"schema {record['schema']!r}, expected {SCHEMA}")
+        except (ValueError, OSError) as exc:
+            warnings.warn(f"skipping malformed results record {path}: {exc}")
+            continue
+        record["_path"] = str(path)
+        out.append(record)
+    return out

@@ -118,6 +118,11 @@ def _coerce(value, typ, where: str):
     """Check `value` against the dataclass field type; ints are accepted for floats."""
     if typ is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if typ is float and isinstance(value, str):
+        try:  # PyYAML reads 1e-4 (no dot) as a string: accept the spelling everyone writes
+            return float(value)
+        except ValueError:
+            pass
     if typ is list:
         if not isinstance(value, list):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")

@@ -81,7 +81,10 @@ class Trainer:
                                          f"{len(views)} training images of {cfg.data.dataset}")
         self.loader = DataLoader(views, batch_size=cfg.optim.batch_size, sampler=self.order, drop_last=True,
                                  num_workers=cfg.data.workers, pin_memory=self.device.type == "cuda",
-                                 persistent_workers=cfg.data.workers > 0)
+                                 persistent_workers=cfg.data.workers > 0,
+                                 # its own generator: creating an iterator must not draw from the
+                                 # global RNG, or a run resumed mid-epoch would shift that stream
+                                 generator=torch.Generator().manual_seed(cfg.train.seed))
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                          weight_decay=cfg.optim.weight_decay)

@@ -38,7 +38,7 @@ def ring_vs_baseline(evals: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
             table[f"{col} − {BASELINE}"] = table[col] - table[BASELINE]
     order = [c for c in ("uniform", "ring", "ball") if c in table.columns]
     table = table[order + [c for c in table.columns if c not in order]]
-    table["runs"] = counts[metric]
+    table["runs (all samplers)"] = counts[metric]
     table.columns.name = None
     return table.reset_index()
 

@@ -1,0 +1,63 @@
+import pytest
+
+from pretrain import config
+
+
+def write(tmp_path, text):
+    p = tmp_path / "c.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_official():
+    c = config.load()
+    assert (c.optim.lr, c.optim.batch_size, c.optim.epochs, c.optim.milestones) == (0.03, 256, 200, [136, 166])
+    assert (c.negatives.outer, c.negatives.inner, c.negatives.num, c.method.temperature) == (0.1, 0.1, 4096, 0.07)
+
+
+def test_load_and_override(tmp_path):
+    c = config.load(write(tmp_path, "negatives: {sampler: ring}\noptim: {lr: 1}\n"), ["optim.epochs=3", "negatives.anneal.schedule=cosine"])
+    assert c.negatives.sampler == "ring" and c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
+    assert c.optim.epochs == 3 and c.negatives.anneal.schedule == "cosine"
+    assert config.from_dict(config.to_dict(c)) == c
+    assert config.load(write(tmp_path, "optim: {weight_decay: 1e-5}\n")).optim.weight_decay == 1e-5
+
+
+@pytest.mark.parametrize("text,match", [
+    ("optim: {lrr: 0.1}\n", r"unknown config key 'optim.lrr'"),
+    ("negatvies: {sampler: ring}\n", r"unknown config key 'negatvies'"),
+    ("optim: {epochs: ten}\n", r"key 'optim.epochs': expected an integer"),
+    ("optim: {lr: [1]}\n", r"key 'optim.lr': expected float"),
+    ("optim: {lr: fast}\n", r"key 'optim.lr': expected float"),
+    ("data: {verify_checksums: 1}\n", r"key 'data.verify_checksums': expected true/false"),
+    ("negatives: {sampler: rings}\n", r"key 'negatives.sampler' = 'rings', expected one of"),
+    ("optim: 3\n", r"section 'optim' must be a mapping"),
+    ("negatives: {outer: 0}\n", r"negatives.outer"),
+    ("a: [\n", r"not valid YAML"),
+])
+def test_bad_config_names_file_and_key(tmp_path, text, match):
+    p = write(tmp_path, text)
+    with pytest.raises(config.ConfigError, match=match) as exc:
+        config.load(p)
+    assert str(p) in str(exc.value)
+
+
+def test_missing_file_and_bad_override(tmp_path):
+    with pytest.raises(config.ConfigError, match="config file not found"):
+        config.load(tmp_path / "nope.yaml")
+    with pytest.raises(config.ConfigError, match="expected KEY=VALUE"):
+        config.load(None, ["optim.lr"])
+    with pytest.raises(config.ConfigError, match="unknown config key 'optim.learning_rate'"):
+        config.load(None, ["optim.learning_rate=0.1"])
+
+
+def test_every_shipped_preset_loads():
+    from pathlib import Path
+    presets = sorted(Path(__file__).parent.parent.glob("configs/*/*.yaml"))
+    assert len(presets) >= 20
+    names = set()
+    for p in presets:
+        c = config.load(p)
+        assert c.name == p.stem or p.parent.name == "mini", p
+        names.add(c.name)
+    assert len(names) == len(presets)  # run names are unique: records never overwrite each other

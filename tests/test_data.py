@@ -1,0 +1,108 @@
+import numpy as np
+import pytest
+import torch
+
+import formats
+from pretrain import data
+
+
+def as_array(img):
+    return np.asarray(img.convert("RGB"))
+
+
+def test_cifar10_real_format_roundtrip(tmp_path):
+    written = formats.write_cifar10(tmp_path)
+    with pytest.raises(data.DataError, match="cannot read cifar10"):
+        data.load("cifar10", tmp_path, "train", verify=True)  # md5s of the real files do not match
+    train = data.load("cifar10", tmp_path, "train", verify=False)
+    test = data.load("cifar10", tmp_path, "test", verify=False)
+    assert len(train) == 100 and len(test) == 20
+    x, y = written["data_batch_2"]
+    img, target = train[20 + 3]
+    assert np.array_equal(as_array(img), x[3]) and target == y[3]
+    assert train.classes[0] == "airplane"
+
+
+def test_cifar100_real_format_roundtrip(tmp_path):
+    written = formats.write_cifar100(tmp_path)
+    ds = data.load("cifar100", tmp_path, "test", verify=False)
+    img, target = ds[7]
+    assert np.array_equal(as_array(img), written["test"][0][7]) and target == written["test"][1][7]
+    assert len(data.load("cifar100", tmp_path, "train", verify=False)) == 60
+
+
+def test_stl10_real_format_roundtrip(tmp_path):
+    written = formats.write_stl10(tmp_path)
+    train = data.load("stl10", tmp_path, "train", verify=False)
+    both = data.load("stl10", tmp_path, "train+unlabeled", verify=False)
+    test = data.load("stl10", tmp_path, "test", verify=False)
+    assert (len(train), len(both), len(test)) == (20, 30, 20)
+    img, target = test[5]
+    assert np.array_equal(as_array(img), written["test"][0][5]) and target == written["test"][1][5]
+    img, target = both[25]
+    assert np.array_equal(as_array(img), written["unlabeled"][0][5]) and target == -1
+
+
+def test_imagefolder(tmp_path):
+    formats.write_imagefolder(tmp_path / "imagenet")
+    ds = data.load("imagenet", tmp_path, "train")
+    assert len(ds) == 12 and ds.classes == ["n01", "n02", "n03"]
+    views = data.Views(ds, data.train_transform("moco_v2", 32), n_views=2)
+    (a, b), target, index = views[(5, 11)]
+    assert a.shape == (3, 32, 32) and index == 5 and target == 1
+    assert not torch.equal(a, b)  # two independent augmentations
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100", "stl10", "imagenet", "imagenet100"])
+def test_missing_directory_is_one_clear_line(tmp_path, name):
+    with pytest.raises(data.DataError) as exc:
+        data.load(name, tmp_path / "nowhere", "train")
+    msg = str(exc.value)
+    assert "directory not found" in msg and "nowhere" in msg and "expected" in msg and "\n" not in msg
+
+
+def test_wrong_format_is_one_clear_line(tmp_path):
+    d = tmp_path / "cifar-10-batches-py"
+    d.mkdir()
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (d / name).write_bytes(b"this is not a pickle")
+    with pytest.raises(data.DataError, match="cannot read cifar10"):
+        data.load("cifar10", tmp_path, "train", verify=False)
+
+
+def test_offline_datasets_are_real_and_disjoint():
+    train, test = data.load("photo_patches", ".", "train"), data.load("photo_patches", ".", "test")
+    assert (len(train), len(test)) == (5000, 1000)
+    assert data.targets(train).bincount().tolist() == [500] * 10
+    assert train.images.std() > 20  # real photos, not constant
+    assert not (set(map(bytes, train.images[:500])) & set(map(bytes, test.images[:100])))
+    m_train, m_test = data.load("mnist5k", ".", "train"), data.load("mnist5k", ".", "test")
+    assert (len(m_train), len(m_test)) == (4000, 1000)
+    assert data.targets(m_test).bincount().tolist() == [100] * 10
+
+
+def test_augmentation_is_a_function_of_seed_epoch_index():
+    ds = data.Views(data.load("photo_patches", ".", "train"), data.train_transform("ring", 32))
+    before = torch.get_rng_state()
+    a = ds[(3, data.item_seed(0, 1, 3))][0][0]
+    assert torch.equal(torch.get_rng_state(), before)  # global RNG untouched
+    assert torch.equal(a, ds[(3, data.item_seed(0, 1, 3))][0][0])
+    assert not torch.equal(a, ds[(3, data.item_seed(0, 2, 3))][0][0])
+
+
+def test_epoch_sampler_resume_and_ranks():
+    s = data.EpochSampler(103, batch=10, seed=4)
+    s.set_epoch(2)
+    full = list(s)
+    assert len(full) == 100 and len({i for i, _ in full}) == 100
+    s.set_epoch(2, start=37)
+    assert list(s) == full[37:]
+    s.set_epoch(3)
+    assert list(s) != full
+    # two ranks see, step by step, the two halves of the same global batches
+    r0, r1 = data.EpochSampler(103, 10, 4, rank=0, world=2), data.EpochSampler(103, 10, 4, rank=1, world=2)
+    for r in (r0, r1):
+        r.set_epoch(2)
+    a, b = list(r0), list(r1)
+    merged = [x for k in range(10) for x in a[5 * k:5 * k + 5] + b[5 * k:5 * k + 5]]
+    assert merged == full

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import LogisticRegression
+from sklearn.preprocessing import StandardScaler
+
+from evaluate import linear
+from pretrain import models
+from pretrain.knn import knn_predict, topk_accuracy
+
+
+def gaussian_task(n_train=2000, n_test=1000, dim=64, classes=10, seed=0):
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(0, 1.0, (classes, dim))
+    def draw(n):
+        y = rng.integers(0, classes, n)
+        return (centres[y] + rng.normal(0, 2.5, (n, dim))).astype(np.float32), y
+    return draw(n_train), draw(n_test)
+
+
+def test_cached_probe_matches_sklearn_logistic_regression():
+    (xtr, ytr), (xte, yte) = gaussian_task()
+    wd = 1e-3
+    ours = linear.cached(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte), 10,
+                         linear.Protocol("cached", lr=1.0, weight_decay=wd, epochs=300, paper_protocol=False))
+    scaler = StandardScaler().fit(xtr)
+    # the same objective: mean CE + wd/2 ||W||^2  <=>  C = 1 / (n * wd)
+    sk = LogisticRegression(C=1.0 / (len(xtr) * wd), max_iter=2000).fit(scaler.transform(xtr), ytr)
+    sk_acc = 100.0 * (sk.predict(scaler.transform(xte)) == yte).mean()
+    assert 30.0 < sk_acc < 95.0  # a task where the probe matters
+    assert ours["top1"] == pytest.approx(sk_acc, abs=1.0)
+
+
+def test_knn_weighted_vote_known_answer():
+    bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
+    labels = torch.tensor([0, 0, 1])
+    q = torch.nn.functional.normalize(torch.tensor([[0.2, 1.0]]), dim=1)
+    scores = knn_predict(q, bank, labels, 2, k=3, t=0.1)
+    expected0 = sum(torch.exp(q[0] @ bank[i] / 0.1) for i in (0, 1))
+    assert scores[0, 0].item() == pytest.approx(expected0.item(), rel=1e-5)
+    assert topk_accuracy(scores, torch.tensor([1]), ks=(1,))["top1"] == 100.0
+
+
+def probe():
+    sd = models.backbone("resnet18").state_dict()
+    return linear.probe_model(sd, "resnet18", False, 10)
+
+
+def test_probe_freezes_everything_but_fc():
+    net = probe()
+    assert [n for n, p in net.named_parameters() if p.requires_grad] == ["fc.weight", "fc.bias"]
+    linear.check_optimizer(net, torch.optim.SGD(net.fc.parameters(), lr=0.1))
+
+
+def test_sanity_check_missing_keys_fires():
+    sd = models.backbone("resnet18").state_dict()
+    del sd["layer4.1.bn2.weight"]
+    with pytest.raises(linear.SanityError, match="missing keys must be exactly fc.weight, fc.bias"):
+        linear.probe_model(sd, "resnet18", False, 10)
+    sd = models.backbone("resnet18").state_dict()
+    sd["extra.weight"] = torch.zeros(1)
+    with pytest.raises(linear.SanityError, match="unexpected"):
+        linear.probe_model(sd, "resnet18", False, 10)
+
+
+def test_sanity_check_optimizer_fires():
+    net = probe()
+    with pytest.raises(linear.SanityError, match="only the linear layer"):
+        linear.check_optimizer(net, torch.optim.SGD(net.parameters(), lr=0.1))
+    net.layer1[0].conv1.weight.requires_grad = True
+    with pytest.raises(linear.SanityError, match="requires_grad=False"):
+        linear.check_optimizer(net, torch.optim.SGD(net.fc.parameters(), lr=0.1))
+
+
+def test_sanity_check_backbone_unchanged_fires_on_bn_update():
+    net = probe()
+    ref = {k: v.clone() for k, v in net.state_dict().items()}
+    linear.check_unchanged(net, ref)
+    net.train()  # the bug the check exists for: BN in train mode updates running statistics
+    net(torch.randn(4, 3, 32, 32))
+    with pytest.raises(linear.SanityError, match="bn1.running_mean changed"):
+        linear.check_unchanged(net, ref)

@@ -1,0 +1,110 @@
+import math
+
+import pytest
+import torch
+
+from pretrain.negatives import SCHEDULES, NegativeSampler, anneal, band_limits
+
+
+def brute_force_band(sim, exclude, outer, inner):
+    """The official code's way: a full descending sort of each anchor's pool."""
+    out = []
+    for i in range(sim.shape[0]):
+        order = [j for j in torch.argsort(sim[i], descending=True).tolist() if exclude is None or j != int(exclude[i])]
+        lo, hi = band_limits(len(order), outer, inner)
+        out.append(order[lo:hi])
+    return torch.tensor(out)
+
+
+@pytest.mark.parametrize("n,outer,inner", [(1000, 0.1, 0.1), (257, 0.3, 0.5), (64, 1.0, 0.0), (50, 0.05, 0.0)])
+@pytest.mark.parametrize("with_exclude", [True, False])
+def test_fast_band_equals_full_sort(n, outer, inner, with_exclude):
+    g = torch.Generator().manual_seed(n)
+    sim = torch.randn(16, n, generator=g)
+    exclude = torch.randint(n, (16,), generator=g) if with_exclude else None
+    s = NegativeSampler("ring", outer, inner)
+    assert torch.equal(s.band(sim, exclude), brute_force_band(sim, exclude, outer, inner))
+
+
+def test_band_semantics_official_defaults():
+    # outer = inner = 0.1 on 1000 candidates: ranks 10..99, i.e. between the top 1% and top 10%
+    assert band_limits(1000, 0.1, 0.1) == (10, 100)
+    assert band_limits(1000, 0.1, 0.0) == (0, 100)  # ball
+    assert band_limits(10, 0.01, 0.5) == (0, 1)     # never empty
+
+
+def test_anchor_never_its_own_negative():
+    g = torch.Generator().manual_seed(0)
+    n = 200
+    sim = torch.randn(32, n, generator=g)
+    idx = torch.arange(32)
+    sim[idx, idx] = 10.0  # the anchor's own row is its most similar entry
+    for kind in ("uniform", "ring", "ball"):
+        s = NegativeSampler(kind, 0.2, 0.1 if kind == "ring" else 0.0, seed=1)
+        drawn = s.sample(500, n, sim, exclude=idx)
+        assert drawn.shape == (32, 500)
+        assert not (drawn == idx[:, None]).any(), kind
+        assert not s.mask(sim, idx)[idx, idx].any(), kind
+
+
+def test_ring_samples_only_from_band_and_covers_it():
+    g = torch.Generator().manual_seed(0)
+    sim = torch.randn(4, 500, generator=g)
+    s = NegativeSampler("ring", 0.1, 0.1, seed=0)
+    band = s.band(sim)
+    drawn = s.sample(4000, 500, sim)
+    for i in range(4):
+        assert set(drawn[i].tolist()) == set(band[i].tolist())  # 4000 draws over 45 entries
+
+
+def test_full_band_equals_uniform():
+    sim = torch.randn(8, 300)
+    exclude = torch.randint(300, (8,))
+    ring_full = NegativeSampler("ring", outer=1.0, inner=0.0)
+    uniform = NegativeSampler("uniform")
+    assert torch.equal(ring_full.mask(sim, exclude), uniform.mask(sim, exclude))
+    drawn = uniform.sample(20000, 300, exclude=exclude)
+    counts = torch.stack([torch.bincount(d, minlength=300) for d in drawn]).float()
+    counts[torch.arange(8), exclude] = float("nan")
+    expected = 20000 / 299
+    assert counts.nanmean() == pytest.approx(expected, rel=1e-6)
+    # every eligible entry is drawn at a rate consistent with uniform (6 sigma bound)
+    assert (counts.nan_to_num(expected) - expected).abs().max() < 6 * math.sqrt(expected)
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES)
+def test_every_schedule_selectable_and_monotone(schedule):
+    values = [anneal(schedule, e / 10, final=0.1, start=1.0, epochs=5) for e in range(0, 80)]
+    assert values[0] == pytest.approx(1.0 if schedule != "none" else 0.1)
+    assert values[-1] == pytest.approx(0.1)
+    assert all(a >= b - 1e-12 for a, b in zip(values, values[1:]))
+    if schedule not in ("none",):
+        assert len(set(round(v, 9) for v in values)) > 2  # it really moves
+
+
+def test_schedules_differ():
+    mid = {s: anneal(s, 1.3, final=0.1, start=1.0, epochs=4) for s in SCHEDULES}
+    assert len({round(v, 6) for v in mid.values()}) == len(SCHEDULES)
+
+
+def test_sampler_anneals_outer_and_keeps_inner():
+    s = NegativeSampler("ring", 0.1, 0.1, schedule="linear", anneal_epochs=10)
+    assert s.fractions(0.0) == pytest.approx((1.0, 0.1))
+    assert s.fractions(5.0) == pytest.approx((0.55, 0.1))
+    assert s.fractions(12.0) == pytest.approx((0.1, 0.1))
+    assert NegativeSampler("ball", 0.1, 0.1).fractions() == (0.1, 0.0)
+
+
+def test_generator_state_roundtrip():
+    s = NegativeSampler("uniform", seed=3)
+    state = s.state_dict()
+    a = s.sample(10, 100, batch=4)
+    s.load_state_dict(state)
+    assert torch.equal(a, s.sample(10, 100, batch=4))
+
+
+def test_unknown_kind_and_schedule():
+    with pytest.raises(ValueError, match="unknown negative sampler"):
+        NegativeSampler("rings")
+    with pytest.raises(ValueError, match="unknown anneal schedule"):
+        anneal("sigmoid", 1.0, final=0.1, epochs=2)

@@ -80,3 +80,27 @@ def test_sanity_check_backbone_unchanged_fires_on_bn_update():
     net(torch.randn(4, 3, 32, 32))
     with pytest.raises(linear.SanityError, match="bn1.running_mean changed"):
         linear.check_unchanged(net, ref)
+
+
+def test_full_path_and_cached_path_agree_on_an_easy_task(tmp_path):
+    """Same frozen backbone, same data: SGD through the real image pipeline and L-BFGS on
+    cached features reach the same accuracy (classes differ by colour; no augmentation)."""
+    import formats
+    from torch.utils.data import DataLoader
+
+    from pretrain import data
+    from pretrain.knn import features
+    formats.write_cifar10(tmp_path, per_batch=40, test=100)
+    train = data.load("cifar10", tmp_path, "train", verify=False)
+    test = data.load("cifar10", tmp_path, "test", verify=False)
+    torch.manual_seed(0)
+    net = models.backbone("resnet18")
+    plain = linear.Protocol("plain", lr=0.05, weight_decay=0.0, epochs=20, augment="none", batch_size=64)
+    full = linear.full_path(net.state_dict(), "resnet18", False, plain, train, test, 10, 32, 32, "moco_v2",
+                            "cpu", workers=0, log=lambda *_: None)
+    loader = lambda ds: DataLoader(data.Views(ds, data.eval_transform(32, 32)), batch_size=256)
+    tx, ty = features(net, loader(train), "cpu", normalize=False)
+    qx, qy = features(net, loader(test), "cpu", normalize=False)
+    cached = linear.cached(tx, ty, qx, qy, 10, linear.PROTOCOLS["cached"])
+    assert full["top1"] >= 95.0 and cached["top1"] >= 95.0
+    assert full["top1"] == pytest.approx(cached["top1"], abs=3.0)

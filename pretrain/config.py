@@ -24,7 +24,7 @@ class DataConfig:
     dataset: str = "cifar10"        # cifar10 | cifar100 | stl10 | imagenet | imagenet100 | photo_patches | mnist5k
     root: str = "data"              # directory holding the dataset in its official on-disk format
     image_size: int = 32            # crop size fed to the network
-    augment: str = "moco_v2"        # moco_v2 | ring (the official Ring code's recipe)
+    augment: str = "moco_v2"        # moco_v2 | ring (the official Ring code's recipe) | cmc (crop + flip)
     workers: int = 2
     verify_checksums: bool = True   # torchvision's md5 checks; tests write tiny files and turn them off
     limit: int = 0                  # use only the first N training images (0 = all); for smoke tests
@@ -59,11 +59,14 @@ class NegativesConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "ir"                # ir | moco
+    name: str = "ir"                # ir | moco | simclr | la | cmc
     temperature: float = 0.07
-    bank_momentum: float = 0.0      # IR memory bank update momentum (official Ring code: 0)
+    bank_momentum: float = 0.0      # memory bank update momentum (official Ring IR: 0; CMC and LA: 0.5)
     queue_size: int = 65536         # MoCo queue length
     key_momentum: float = 0.999     # MoCo key-encoder EMA
+    la_clusters: int = 1000         # LA: k of each k-means clustering of the bank
+    la_clusterings: int = 3         # LA: number of clusterings (different seeds); close = same cluster in any
+    la_kmeans_iters: int = 10       # LA: Lloyd iterations per clustering, every epoch
 
 
 @dataclass
@@ -103,12 +106,12 @@ class Config:
 
 CHOICES = {
     "data.dataset": ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "photo_patches", "mnist5k"),
-    "data.augment": ("moco_v2", "ring"),
+    "data.augment": ("moco_v2", "ring", "cmc"),
     "model.arch": ("resnet18", "resnet50"),
     "model.head": ("mlp", "linear"),
     "negatives.sampler": ("uniform", "ring", "ball"),
     "negatives.anneal.schedule": ("none", "linear", "step", "cosine", "exponential"),
-    "method.name": ("ir", "moco"),
+    "method.name": ("ir", "moco", "simclr", "la", "cmc"),
     "optim.schedule": ("step", "cosine"),
     "train.device": ("auto", "cpu", "cuda"),
 }

@@ -138,8 +138,10 @@ def train_transform(recipe: str, size: int) -> v2.Compose:
         ops.append(v2.RandomHorizontalFlip())
     elif recipe == "ring":  # the instance-discrimination recipe the official Ring code defaults to
         ops = [crop, v2.RandomGrayscale(p=0.2), v2.ColorJitter(0.4, 0.4, 0.4, 0.4), v2.RandomHorizontalFlip()]
+    elif recipe == "cmc":  # CMC: colour is what the L / ab views predict, so only crop and flip
+        ops = [crop, v2.RandomHorizontalFlip()]
     else:
-        raise ValueError(f"unknown augmentation recipe {recipe!r}, expected moco_v2 or ring")
+        raise ValueError(f"unknown augmentation recipe {recipe!r}, expected moco_v2, ring or cmc")
     return v2.Compose(ops + _finish())
 
 

@@ -24,3 +24,14 @@ def info_nce(pos: torch.Tensor, neg: torch.Tensor, temperature: float,
         logits = logits.masked_fill(~keep, float("-inf"))
     # the positive sits in column 0
     return F.cross_entropy(logits.float(), torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+
+
+def aggregation_loss(sim: torch.Tensor, close: torch.Tensor, background: torch.Tensor,
+                     temperature: float) -> torch.Tensor:
+    """Local Aggregation (Zhuang et al. 2019): mean of -log P(C ∩ B | v) / P(B | v), where
+    P(A | v) ∝ sum_{j in A} e^{s_j/t}. sim, close, background: (B, N); each row's close set
+    must be non-empty within its background (the anchor's own row guarantees it)."""
+    logits = sim.float() / temperature
+    inside = close & background
+    return (torch.logsumexp(logits.masked_fill(~background, float("-inf")), dim=1)
+            - torch.logsumexp(logits.masked_fill(~inside, float("-inf")), dim=1)).mean()

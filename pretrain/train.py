@@ -99,7 +99,7 @@ class Trainer:
         enc = self.method.encoder
         return {
             "format": ckpt.FORMAT, "version": ckpt.VERSION,
-            "arch": self.cfg.model.arch, "cifar_stem": self.cfg.model.cifar_stem,
+            "arch": enc.backbone.arch_name, "cifar_stem": self.cfg.model.cifar_stem,
             "feature_dim": enc.backbone.out_dim,
             "backbone": enc.backbone.state_dict(), "head": enc.head.state_dict(),
             "method_state": {k: v for k, v in self.method.state_dict().items() if not k.startswith("encoder.")},
@@ -190,6 +190,7 @@ class Trainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.order.set_epoch(self.epoch, start=self.step_in_epoch * cfg.optim.batch_size)
+            self.method.epoch_start(self.epoch)
             bar = tqdm(self.loader, total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
                        disable=None, leave=False)
             for views, _, index in bar:

@@ -81,3 +81,24 @@ def test_foreign_formats_and_arch_refusal(tmp_path):
     torch.save({"x": 1}, tmp_path / "junk.pt")
     with pytest.raises(checkpoint.CheckpointError, match="no state dict found"):
         checkpoint.load_backbone(tmp_path / "junk.pt")
+
+
+def test_lab_conversion_matches_scikit_image():
+    from skimage.color import rgb2lab
+
+    from pretrain.color import rgb_to_lab
+    x = torch.rand(2, 3, 9, 7, dtype=torch.float64)
+    ref = torch.tensor(rgb2lab(x.permute(0, 2, 3, 1).numpy())).permute(0, 3, 1, 2)
+    assert torch.allclose(rgb_to_lab(x), ref, atol=1e-3)
+
+
+def test_cmc_backbone_halves_load_strictly_and_roundtrip(tmp_path):
+    net = models.backbone("cmc_resnet18")
+    assert net.l.conv1.in_channels == 1 and net.ab.conv1.in_channels == 2 and net.l.out_dim == 256
+    checkpoint.atomic_save({"format": checkpoint.FORMAT, "version": 1, "arch": "cmc_resnet18", "cifar_stem": False,
+                            "backbone": net.state_dict(), "config": None}, tmp_path / "c.pt")
+    loaded, info = checkpoint.load_backbone(tmp_path / "c.pt")
+    assert info["arch"] == "cmc_resnet18"
+    x = torch.rand(2, 3, 32, 32)
+    net.eval(), loaded.eval()
+    assert torch.equal(net(x), loaded(x)) and net(x).shape == (2, 512)

@@ -1,15 +1,23 @@
+"""reports: records, readers and tables on hand-written records (no training, seconds)."""
 import json
+import math
 
+import pandas as pd
 import pytest
 
-from reports import records, tables
+from reports import frames, records, tables
 from reports.__main__ import main as reports_main
 
 
-def rec(run, method, neg, top1, dataset="cifar10", task=None, seed=0):
+def rec(run, method, neg, top1, dataset="cifar10", task=None, seed=0, **extra):
     r = records.make(run, "evaluate", task or f"linear_paper_{dataset}", dataset, {"top1": top1, "top5": 99.0},
-                     {"train": {"seed": seed}}, seed=seed, method=method, negatives=neg)
+                     {"train": {"seed": seed}}, seed=seed, method=method, negatives=neg, **extra)
     return r
+
+
+def stage_rec(run, stage, task, dataset, metrics, method="ir", neg="uniform", seed=0, **extra):
+    return records.make(run, stage, task, dataset, metrics, {"train": {"seed": seed}}, seed=seed,
+                        method=method, negatives=neg, **extra)
 
 
 def test_ring_minus_baseline_and_mean_over_seeds():
@@ -34,7 +42,8 @@ def test_missing_stage_shows_dash_and_malformed_is_skipped(tmp_path, capsys):
     assert "x.json" in err and "old.json" in err and "schema 99" in err
     md = (tmp_path / "out" / "report.md").read_text()
     ir_row = next(l for l in md.splitlines() if l.startswith("| ir "))
-    assert "80.00" in ir_row and "—" in ir_row and "nan" not in md
+    assert "80.00" in ir_row and "—" in ir_row and "nan" not in md.lower()
+    assert "## Warnings" in md and "x.json" in md  # the report itself says what it skipped
 
 
 def test_records_are_written_atomically(tmp_path):
@@ -50,3 +59,143 @@ def test_records_are_written_atomically(tmp_path):
 def test_missing_results_dir(tmp_path, capsys):
     assert reports_main(["--results", str(tmp_path / "none")]) == 2
     assert "results directory not found" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert reports_main(["--results", str(tmp_path), "--out", str(tmp_path / "file")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+
+
+def test_wrongly_typed_records_are_named_and_skipped(tmp_path):
+    records.write(rec("good", "ir", "uniform", 80.0), tmp_path)
+    (tmp_path / "list.json").write_text("[1, 2]")
+    (tmp_path / "types.json").write_text(json.dumps({"schema": 1, "run": 3, "stage": "evaluate", "task": "t",
+                                                     "dataset": "d", "metrics": [1]}))
+    (tmp_path / "keys.json").write_text(json.dumps({"schema": 1, "run": "r"}))
+    with pytest.warns(records.ReportWarning) as caught:
+        loaded = records.load_all(tmp_path)
+    assert [r["run"] for r in loaded] == ["good"]
+    text = "\n".join(str(w.message) for w in caught)
+    assert "list.json: a JSON list" in text and "types.json: wrong type for run, metrics" in text
+    assert "keys.json: missing keys stage, task, dataset, metrics" in text
+
+
+def test_cell_format():
+    assert tables.cell(83.5, 0.70711, 2) == "83.50 ± 0.71 (n=2)"
+    assert tables.cell(83.5, math.nan, 1) == "83.50"  # one run: no spread to show
+    assert tables.cell(math.nan) == tables.cell(None) == "—"
+    assert tables.cell(-4.9, digits=1, signed=True) == "-4.9" and tables.cell(4.3, signed=True) == "+4.30"
+
+
+def test_linear_table_in_paper_layout():
+    recs = [rec(f"ir_u{s}", "ir", "uniform", 80.0 + s, seed=s) for s in (0, 1)]          # 80.5 ± 0.71
+    recs += [rec(f"ir_r{s}", "ir", "ring", 83.0 + 2 * s, seed=s) for s in (0, 1, 2)]      # 85 ± 2
+    recs += [rec("ir_u_stl", "ir", "uniform", 70.0, "stl10"), rec("ir_r_stl", "ir", "ring", 69.0, "stl10"),
+             rec("moco_r", "moco", "ring", 60.0, "photo_patches"),
+             rec("knn", "ir", "ring", 50.0, "cifar10", task="knn_cifar10"),
+             rec("transfer", "ir", "ring", 40.0, "cifar100", pretrain_dataset="imagenet")]
+    linear = {t.name: t for t in tables.linear(tables.evaluations(recs))}
+    assert set(linear) == {"linear_paper_top1", "knn_top1"}  # one table per protocol, never mixed
+    t = linear["linear_paper_top1"]
+    assert list(t.display.columns) == ["model", "CIFAR-10", "CIFAR-100", "STL-10", "ImageNet",
+                                       "CIFAR-100 ← ImageNet", "photo_patches"]
+    d = t.display.set_index("model")
+    assert list(d.index) == ["IR", "IR + Ring", "Δ Ring (IR)", "MoCo + Ring"]  # no MoCo baseline: no Δ row
+    assert d.loc["IR", "CIFAR-10"] == "80.50 ± 0.71 (n=2)"
+    assert d.loc["IR + Ring", "CIFAR-10"] == "85.00 ± 2.00 (n=3)"
+    assert d.loc["Δ Ring (IR)", "CIFAR-10"] == "+4.50"      # difference of the means over seeds
+    assert d.loc["Δ Ring (IR)", "STL-10"] == "-1.00"
+    assert d.loc["IR", "ImageNet"] == d.loc["IR", "CIFAR-100"] == "—"
+    assert d.loc["IR + Ring", "CIFAR-100 ← ImageNet"] == "40.00"
+    n = t.numbers.set_index(["method", "negatives", "delta", "dataset"])
+    assert n.loc[("ir", "ring", False, "CIFAR-10"), "n"] == 3
+    assert n.loc[("ir", "ring", False, "CIFAR-10"), "std"] == pytest.approx(2.0)
+    assert n.loc[("ir", "ring", True, "CIFAR-10"), "mean"] == pytest.approx(4.5)
+    assert linear["knn_top1"].display.set_index("model").loc["IR + Ring", "CIFAR-10"] == "50.00"
+
+
+def test_metadataset_reader_accepts_the_documented_variants():
+    recs = [stage_rec("a", "metadataset", "linear_cu_birds", "cu_birds", {"top1": 61.0}),
+            stage_rec("a", "metadataset", "episodic_prototype_traffic_sign", "metadataset",
+                      {"top1": 70.0, "ci95": 0.8, "episodes": 600}),
+            stage_rec("a", "metadataset", "whatever", "metadataset", {"accuracy": 55.0, "ci": 1.1},
+                      protocol={"name": "episodic"}, head="logreg", domain="dtd"),
+            stage_rec("a", "metadataset", "episodic_logreg_newdomain", "metadataset", {"top1": 33.0}),
+            stage_rec("bad", "metadataset", "linear_dtd", "dtd", {"top1": "n/a"})]
+    with pytest.warns(records.ReportWarning, match="without a numeric metrics.top1"):
+        md = frames.metadataset(recs)
+    got = {(r.protocol, r.head, r.domain): (r.top1, r.ci95) for r in md.itertuples()}
+    assert got[("linear", "", "cu_birds")][0] == 61.0
+    assert got[("episodic", "prototype", "traffic_sign")] == (70.0, 0.8)
+    assert got[("episodic", "logreg", "dtd")] == (55.0, 1.1)
+    assert ("episodic", "logreg", "newdomain") in got and len(got) == 4
+
+
+def test_metadataset_tables_label_protocols_and_give_95_intervals():
+    recs = [stage_rec(f"u{s}", "metadataset", "episodic_prototype_aircraft", "aircraft",
+                      {"top1": 40.0 + 2 * s, "ci95": 0.9}, seed=s) for s in (0, 1)]
+    recs += [stage_rec("r", "metadataset", "episodic_prototype_aircraft", "aircraft", {"top1": 45.0, "ci95": 0.7},
+                       neg="ring"),
+             stage_rec("r", "metadataset", "linear_omniglot", "omniglot", {"top1": 90.0}, neg="ring")]
+    made = tables.metadataset(frames.metadataset(recs))
+    assert [t.name for t in made] == ["metadataset_linear", "metadataset_episodic_prototype"]
+    assert "linear probe" in made[0].title and "episodic" in made[1].title and "prototype" in made[1].title
+    d = made[1].display.set_index("domain")
+    assert list(d.index[:9]) == list(frames.DOMAINS)  # every domain of the paper, missing ones as '—'
+    assert d.loc["aircraft", "IR"] == "41.00 ± 12.71 (n=2)"   # t(0.975, 1) * 1.414 / sqrt(2)
+    assert d.loc["aircraft", "IR + Ring"] == "45.00 ± 0.70"    # one run: the record's own interval
+    assert d.loc["aircraft", "Δ Ring (IR)"] == "+4.00"
+    assert d.loc["dtd", "IR"] == "—"
+    assert made[0].display.set_index("domain").loc["omniglot", "IR + Ring"] == "90.00"
+
+
+def test_detection_table_from_flat_and_nested_metrics():
+    recs = [stage_rec(f"u{s}", "detection", "coco_r50_c4", "coco",
+                      {"bbox/AP": 38.0 + s, "bbox/AP50": 58.0, "bbox/AP75": 41.0, "segm/AP": 33.0}, seed=s)
+            for s in (0, 1)]
+    recs += [stage_rec("r", "detection", "coco_r50_c4", "coco",
+                       {"bbox": {"AP": 40.0, "AP50": 60.0, "APs": 1.0}, "segm": {"AP": 34.5}}, neg="ring"),
+             stage_rec("r", "detection", "voc_c4", "voc", {"bbox/AP50": 81.0}, neg="ring"),
+             stage_rec("bad", "detection", "voc_c4", "voc", {"loss": 1.0})]
+    with pytest.warns(records.ReportWarning, match="bad/detection/voc_c4|detection record without"):
+        made = {t.name: t for t in tables.detection(frames.detection(recs))}
+    coco = made["detection_coco_r50_c4"].display.set_index("model")
+    assert list(coco.columns) == ["bbox AP", "bbox AP50", "bbox AP75", "segm AP", "segm AP50", "segm AP75"]
+    assert coco.loc["IR", "bbox AP"] == "38.5 ± 0.7 (n=2)"
+    assert coco.loc["Δ Ring (IR)", "bbox AP"] == "+1.5" and coco.loc["Δ Ring (IR)", "segm AP"] == "+1.5"
+    assert coco.loc["IR + Ring", "bbox AP75"] == "—" and coco.loc["Δ Ring (IR)", "bbox AP75"] == "—"
+    voc = made["detection_voc_c4"].display.set_index("model")
+    assert list(voc.columns) == ["bbox AP", "bbox AP50", "bbox AP75"] and voc.loc["IR + Ring", "bbox AP50"] == "81.0"
+
+
+def toy_record(run, seed, with_estimates, true=1.0):
+    est = [{"estimator": "nce", "outer": 1.0, "mean": 0.9, "std": 0.06, "bias": 0.9 - true},
+           {"estimator": "cnce@0.1", "outer": 0.1, "mean": 0.6 + 0.1 * seed, "std": 0.02, "bias": 0.6 + 0.1 * seed - true}]
+    metrics = {"true_mi": true, **{f"{e['estimator']}/{k}": e[k] for e in est for k in ("mean", "std", "bias")}}
+    extra = {"estimates": est} if with_estimates else {}
+    return records.make(run, "toy_mi", "toy_mi", "gaussian", metrics, {}, seed=seed, **extra)
+
+
+def test_toy_mi_reads_estimates_or_flat_metrics_and_averages_records():
+    toy = frames.toy_mi([toy_record("a", 0, True), toy_record("b", 1, False)])
+    assert len(toy) == 4 and set(toy["outer"]) == {1.0, 0.1}
+    t = tables.toy_mi(toy)[0]
+    assert list(t.display["estimator"]) == ["NCE", "CNCE"]  # widest ring (uniform) first
+    row = t.numbers.set_index("estimator").loc["cnce@0.1"]
+    assert row["mean"] == pytest.approx(0.65) and row["bias"] == pytest.approx(-0.35) and row["n"] == 2
+    assert list(t.display["bias"]) == ["-0.100", "-0.350"]
+
+
+def test_cost_table_mean_std_and_runs():
+    recs = [stage_rec(f"p{s}", "pretrain", "pretrain", "cifar10", {}, seed=s, wall_s=100.0 + 10 * s,
+                      peak_rss_mb=1000.0, peak_cuda_mb=5000.0 + s) for s in (0, 1, 2)]
+    recs.append(records.make("toy", "toy_mi", "toy_mi", "gaussian", {}, {}, wall_s=3.0))
+    t = tables.cost(recs)
+    d = t.display.set_index("stage")
+    assert d.loc["pretrain", "wall-clock s"] == "110.0 ± 10.0 (n=3)" and d.loc["pretrain", "runs"] == "3"
+    assert d.loc["pretrain", "peak CUDA MiB"] == "5001 ± 1 (n=3)" and d.loc["toy_mi", "peak CUDA MiB"] == "—"
+    assert d.loc["toy_mi", "method"] == "—" and list(d.index) == ["pretrain", "toy_mi"]
+
+
+def test_an_empty_results_directory_still_gives_a_report(tmp_path):
+    assert reports_main(["--results", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "0 results records" in md and "No Meta-Dataset records yet" in md and "nan" not in md.lower()

@@ -13,17 +13,21 @@ class Method(nn.Module):
     optimizer step (memory writes, EMA), so a NaN loss never reaches the memory."""
 
     views = 1  # augmented views per image
+    split_lab = False  # CMC: the backbone splits each image into L and ab
 
     def __init__(self, cfg, num_samples: int, sampler: NegativeSampler):
         super().__init__()
         self.cfg, self.num_samples, self.sampler = cfg, num_samples, sampler
-        self.encoder = Encoder(cfg.model)
+        self.encoder = Encoder(cfg.model, split_lab=self.split_lab)
         self.t = cfg.method.temperature
         # memories start from their own seeded generator: identical across processes
         self.init_generator = torch.Generator().manual_seed(cfg.train.seed + 1)
 
     def forward(self, views: list[torch.Tensor], index: torch.Tensor, epoch: float):
         raise NotImplementedError
+
+    def epoch_start(self, epoch: int) -> None:
+        """Called before each epoch's first step (also when resuming mid-epoch)."""
 
     def step_end(self) -> None:
         pass

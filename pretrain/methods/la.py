@@ -1,0 +1,52 @@
+"""Local Aggregation (Zhuang, Zhai, Yamins 2019) with a memory bank. Close neighbours: bank
+rows that share the anchor's cluster in any of several k-means clusterings of the bank
+(recomputed every epoch). Background neighbours: the sampler's band of the bank. With
+`ball` and outer = 4096 / N this is LA's original k-nearest background; `ring` also drops
+the very closest rows; `uniform` is the whole bank. The anchor's own row is always in both
+sets (it is the instance itself), never a negative."""
+from __future__ import annotations
+
+import torch
+
+from pretrain.kmeans import spherical_kmeans
+from pretrain.memory import MemoryBank
+from pretrain.methods.base import Method
+from pretrain.objectives import aggregation_loss
+
+
+class LA(Method):
+    views = 1
+
+    def __init__(self, cfg, num_samples, sampler):
+        super().__init__(cfg, num_samples, sampler)
+        m = cfg.method
+        self.bank = MemoryBank(num_samples, cfg.model.feat_dim, m.bank_momentum, self.init_generator)
+        self.clusters, self.iters = m.la_clusters, m.la_kmeans_iters
+        self.register_buffer("labels", torch.zeros(m.la_clusterings, num_samples, dtype=torch.long))
+        self.register_buffer("clustered_epoch", torch.tensor(-1))
+        self.seed = cfg.train.seed
+        self._pending = None
+
+    def epoch_start(self, epoch: int) -> None:
+        if int(self.clustered_epoch) == epoch:  # resumed mid-epoch: clusters already in the checkpoint
+            return
+        for c in range(len(self.labels)):
+            g = torch.Generator().manual_seed(self.seed * 1009 + epoch * 31 + c)
+            self.labels[c] = spherical_kmeans(self.bank.rows, self.clusters, self.iters, g)
+        self.clustered_epoch.fill_(epoch)
+
+    def forward(self, views, index, epoch):
+        q = self.encoder(views[0])
+        sim = q @ self.bank.rows.T
+        rows = torch.arange(len(index), device=q.device)
+        background = self.sampler.mask(sim.detach(), exclude=index, epoch=epoch)
+        background[rows, index] = True
+        close = torch.zeros_like(background)
+        for labels in self.labels:
+            close |= labels[None, :] == labels[index][:, None]
+        self._pending = (index, q.detach())
+        return aggregation_loss(sim, close, background, self.t), {}
+
+    def step_end(self):
+        self.bank.update(*self._pending)
+        self._pending = None

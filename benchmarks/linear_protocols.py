@@ -36,7 +36,7 @@ def main() -> None:
     cfg = payload.get("config") or {}
     name = args.dataset or cfg["data"]["dataset"]
     _, train_split, test_split, native, classes = data.DATASETS[name]
-    size = cfg.get("data", {}).get("image_size", native) if cfg.get("data", {}).get("dataset") == name else native
+    size = (cfg.get("data", {}).get("image_size") if cfg.get("data", {}).get("dataset") == name else None) or native or 224
     train = data.load(name, args.data_root, train_split)
     test = data.load(name, args.data_root, test_split)
     rows = []

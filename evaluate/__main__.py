@@ -58,7 +58,7 @@ def run(args) -> Path:
     if name not in data.DATASETS:
         raise data.DataError(f"--dataset {name!r}: unknown, expected one of {', '.join(data.DATASETS)}")
     _, train_split, test_split, native, classes = data.DATASETS[name]
-    size = args.image_size or (pre.get("image_size") if pre.get("dataset") == name else None) or native
+    size = args.image_size or (pre.get("image_size") if pre.get("dataset") == name else None) or native or 224
     verify = not args.no_verify
     train_ds = data.load(name, args.data_root, train_split, verify)
     test_ds = data.load(name, args.data_root, test_split, verify)

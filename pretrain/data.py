@@ -20,13 +20,14 @@ from torchvision.transforms import v2
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's, as detectron2 expects too
 
-# name -> (pretraining split, labelled train split, test split, native size, classes)
+# name -> (pretraining split, labelled train split, test split, native size, classes);
+# native size None: an ImageFolder of images of any size
 DATASETS = {
     "cifar10": ("train", "train", "test", 32, 10),
     "cifar100": ("train", "train", "test", 32, 100),
     "stl10": ("train+unlabeled", "train", "test", 96, 10),
-    "imagenet": ("train", "train", "val", 224, 1000),
-    "imagenet100": ("train", "train", "val", 224, 100),
+    "imagenet": ("train", "train", "val", None, 1000),
+    "imagenet100": ("train", "train", "val", None, 100),
     "photo_patches": ("train", "train", "test", 32, 10),
     "mnist5k": ("train", "train", "test", 28, 10),
 }
@@ -145,9 +146,9 @@ def train_transform(recipe: str, size: int) -> v2.Compose:
     return v2.Compose(ops + _finish())
 
 
-def eval_transform(size: int, native: int) -> v2.Compose:
+def eval_transform(size: int, native: int | None) -> v2.Compose:
     """Deterministic test-time view: resize (and centre-crop large images) to `size`."""
-    if native > size:  # ImageNet-style: resize to size/0.875 then centre-crop
+    if native is None or native > size:  # ImageNet-style: resize to size/0.875 then centre-crop
         ops = [v2.Resize(int(round(size / 0.875)), antialias=True), v2.CenterCrop(size)]
     else:
         ops = [v2.Resize((size, size), antialias=True)] if native != size else []

@@ -59,10 +59,11 @@ def test_end_to_end_pipeline(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,sampler", [("ir", "ring"), ("moco", "ring")])
+@pytest.mark.parametrize("method,sampler", [("ir", "ring"), ("moco", "ring"), ("la", "ring")])
 def test_exact_resume_mid_epoch(tmp_path, method, sampler):
     common = [f"method.name={method}", f"negatives.sampler={sampler}", "negatives.outer=0.5",
-              "negatives.anneal.schedule=linear", "negatives.anneal.epochs=2", "model.bn_splits=2"]
+              "negatives.anneal.schedule=linear", "negatives.anneal.epochs=2", "model.bn_splits=2",
+              "method.la_clusters=8"]
     assert pretrain(tmp_path, "straight", *common) == 0
     assert pretrain(tmp_path, "interrupted", *common, "train.ckpt_every=1", "train.keep_last=100") == 0
     run = tmp_path / "runs" / "interrupted"

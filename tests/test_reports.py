@@ -2,7 +2,6 @@
 import json
 import math
 
-import pandas as pd
 import pytest
 
 from reports import frames, records, tables

@@ -1,0 +1,158 @@
+"""reports: the files it writes (markdown, LaTeX, CSV, PNG), training logs and the whole report,
+on hand-written records and logs (no training, seconds)."""
+import json
+
+import pandas as pd
+import pytest
+
+from reports import figures, frames, logs, records, render, tables
+from reports.__main__ import main as reports_main
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_log(path, ring: bool, garbage: bool = False):
+    """A log.jsonl in pretrain/train.py's format: step lines every 2 steps, epoch lines with kNN."""
+    lines = []
+    for step in range(1, 9):
+        epoch = step / 4
+        lines.append({"step": step, "epoch": epoch, "loss": 5.0 - 0.3 * step, "lr": 0.03,
+                      "outer": max(0.1, 1 - 0.45 * epoch) if ring else 1.0, "inner": 0.1 if ring else 0.0})
+        if step % 4 == 0:
+            lines.append({"step": step, "epoch": step // 4, "loss": 99.0, "lr": 0.03, "knn_top1": 30.0 + step})
+    text = "\n".join(json.dumps(entry) for entry in lines) + "\n"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text + ('{"step": 9, "epo\n' if garbage else ""))
+    return path
+
+
+def pretrain_record(tmp_path, run, method, neg, log, seed=0):
+    cfg = {"train": {"seed": seed}, "optim": {"epochs": 2},
+           "negatives": {"sampler": neg, "outer": 0.1, "anneal": {"schedule": "linear", "epochs": 2.0, "start": 1.0}}}
+    return records.make(run, "pretrain", "pretrain", "cifar10", {"final_loss": 2.6, "epochs": 2, "knn_top1": 38.0},
+                        cfg, seed=seed, wall_s=12.0, method=method, negatives=neg, log=str(log))
+
+
+@pytest.fixture
+def results(tmp_path):
+    """A results directory with every stage, two seeds for some runs, and three broken inputs."""
+    res = tmp_path / "results"
+    for method, base in (("ir", 80.0), ("moco", 85.0)):
+        for neg, bump in (("uniform", 0.0), ("ring", 2.0)):
+            for seed in (0, 1):
+                run = f"{method}_{neg}_s{seed}"
+                log = write_log(tmp_path / "runs" / run / "log.jsonl", neg == "ring", garbage=run == "ir_ring_s1")
+                if run == "moco_uniform_s1":
+                    log = tmp_path / "runs" / "gone" / "log.jsonl"  # the log was deleted
+                records.write(pretrain_record(tmp_path, run, method, neg, log, seed), res)
+                for dataset in ("cifar10", "photo_patches"):
+                    r = records.make(run, "evaluate", f"linear_paper_{dataset}", dataset,
+                                     {"top1": base + bump + seed, "top5": 99.0}, {"train": {"seed": seed}},
+                                     seed=seed, wall_s=5.0, method=method, negatives=neg)
+                    records.write(r, res)
+                records.write(records.make(run, "metadataset", "episodic_prototype_dtd", "dtd",
+                                           {"top1": 50.0 + bump, "ci95": 0.8}, {}, seed=seed,
+                                           method=method, negatives=neg), res)
+                records.write(records.make(run, "detection", "coco_r50_fpn", "coco",
+                                           {"bbox/AP": 38.0 + bump, "segm/AP": 34.0}, {}, seed=seed,
+                                           method=method, negatives=neg), res)
+    est = [{"estimator": "nce", "outer": 1.0, "mean": 0.9, "std": 0.05, "bias": -0.1, "true_mi": 1.0},
+           {"estimator": "cnce@0.1", "outer": 0.1, "mean": 0.7, "std": 0.01, "bias": -0.3, "true_mi": 1.0}]
+    records.write(records.make("toy", "toy_mi", "toy_mi", "gaussian", {"true_mi": 1.0}, {}, estimates=est), res)
+    (res / "broken.json").write_text("{not json")
+    return res
+
+
+def test_full_report_links_tables_and_figures(results, tmp_path, capsys):
+    out = tmp_path / "report"
+    assert reports_main(["--results", str(results), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "broken.json" in err and "training log of run moco_uniform_s1 not found" in err
+    assert "skipped 1 malformed line(s)" in err and "ir_ring_s1" in err
+    md = (out / "report.md").read_text()
+    assert "nan" not in md.lower()
+    for name in ("main_top1", "linear_paper_top1", "metadataset_episodic_prototype", "detection_coco_r50_fpn",
+                 "toy_mi", "cost"):
+        for ext in ("md", "tex", "csv"):
+            assert f"(tables/{name}.{ext})" in md and (out / "tables" / f"{name}.{ext}").stat().st_size > 0
+    for name in ("ring_minus_baseline", "training_curves", "toy_mi", "anneal"):
+        png = out / "figures" / f"{name}.png"
+        assert f"(figures/{name}.png)" in md
+        assert png.read_bytes()[:8] == PNG and png.stat().st_size > 5000  # a real drawing, not an empty canvas
+    linear = pd.read_csv(out / "tables" / "linear_paper_top1.csv")
+    row = linear[(linear["method"] == "ir") & (linear["negatives"] == "uniform") & (linear["dataset"] == "CIFAR-10")]
+    assert row["mean"].item() == pytest.approx(80.5) and row["n"].item() == 2
+    assert row["std"].item() == pytest.approx(0.7071, abs=1e-4)
+    delta = linear[linear["delta"] & (linear["method"] == "moco") & (linear["dataset"] == "photo_patches")]
+    assert delta["mean"].item() == pytest.approx(2.0)
+    cost = pd.read_csv(out / "tables" / "cost.csv")
+    assert set(cost["stage"]) == {"pretrain", "evaluate", "metadataset", "detection", "toy_mi"}
+    tex = (out / "tables" / "linear_paper_top1.tex").read_text()
+    assert "\\begin{tabular}" in tex and "\\toprule" in tex and "photo\\_patches" in tex
+    assert "$\\pm$" in tex and "±" not in tex and "Δ" not in tex
+    section = md.split("## Linear evaluation (paper layout)")[1]
+    assert "| IR + Ring " in section and "80.50 ± 0.71 (n=2)" in section
+
+
+def test_render_writes_parseable_files(tmp_path):
+    display = pd.DataFrame({"model": ["IR", "Δ Ring (IR)"], "photo_patches": ["63.10 ± 0.50 (n=2)", "-4.90"],
+                            "ImageNet": ["—", "—"]})
+    numbers = pd.DataFrame({"model": ["IR", "Δ Ring (IR)"], "mean": [63.1, -4.9], "n": [2, None]})
+    t = tables.Table("demo", "Demo: top1 (%)", "100% honest; a_b & c.", display, numbers)
+    paths = render.write(t, tmp_path)
+    tex = paths["tex"].read_text()
+    assert "photo\\_patches" in tex and "63.10 $\\pm$ 0.50 (n=2)" in tex and "$-$4.90" in tex
+    assert "100\\% honest; a\\_b \\& c." in tex and "---" in tex and "\\label{tab:demo}" in tex
+    assert "{lrr}" in tex  # labels left, numbers right
+    back = pd.read_csv(paths["csv"])
+    assert list(back["mean"]) == [63.1, -4.9] and back["n"].isna().tolist() == [False, True]
+    md = paths["md"].read_text()
+    assert md.startswith("# Demo: top1 (%)") and "63.10 ± 0.50 (n=2)" in md and "—" in md
+
+
+def test_training_log_reader(tmp_path):
+    path = write_log(tmp_path / "log.jsonl", ring=True, garbage=True)
+    with pytest.warns(records.ReportWarning, match="skipped 1 malformed line"):
+        df = logs.read(path, "r")
+    assert len(df) == 10 and df["step_line"].sum() == 8 and df["knn_top1"].notna().sum() == 2
+    pre = frames.pretraining([pretrain_record(tmp_path, "r", "ir", "ring", "log.jsonl"),
+                              pretrain_record(tmp_path, "gone", "ir", "ring", "nowhere/log.jsonl")])
+    with pytest.warns(records.ReportWarning) as caught:
+        found = logs.training_logs(pre, tmp_path / "results")  # relative to a folder above results/
+    assert set(found["run"]) == {"r"} and set(found["negatives"]) == {"ring"}
+    assert any("run gone not found: nowhere/log.jsonl" in str(w.message) for w in caught)
+
+
+def test_figures_need_data_and_never_draw_empty(tmp_path):
+    empty = pd.DataFrame(columns=["method", "negatives", "delta", "metric", "eval", "dataset", "mean"])
+    assert figures.ring_minus_baseline(empty, tmp_path / "a.png") is None
+    assert figures.training_curves(pd.DataFrame(columns=logs.COLUMNS), tmp_path / "b.png") is None
+    assert figures.toy_mi(frames.toy_mi([]), tmp_path / "c.png") is None
+    assert not list(tmp_path.iterdir())
+
+
+def test_anneal_figure_draws_every_schedule(tmp_path, monkeypatch):
+    import pretrain.negatives as negatives
+    seen, real = set(), negatives.anneal
+
+    def spy(schedule, *args, **kwargs):
+        seen.add(schedule)
+        return real(schedule, *args, **kwargs)
+
+    monkeypatch.setattr(negatives, "anneal", spy)
+    pre = frames.pretraining([pretrain_record(tmp_path, "r", "ir", "ring", "log.jsonl")])
+    log = logs.read(write_log(tmp_path / "log.jsonl", ring=True), "r").assign(negatives="ring")
+    path = figures.anneal(pre, log, tmp_path / "anneal.png")
+    assert seen == set(negatives.SCHEDULES)
+    assert path.read_bytes()[:8] == PNG
+
+
+def test_a_failing_figure_is_a_warning_not_a_lost_report(results, tmp_path, monkeypatch, capsys):
+    def broken(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(figures, "toy_mi", broken)
+    assert reports_main(["--results", str(results), "--out", str(tmp_path / "out")]) == 0
+    assert "figure toy_mi not drawn: RuntimeError: boom" in capsys.readouterr().err
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "Figure not drawn (Toy MI bias and variance)" in md and "figures/toy_mi.png" not in md

@@ -16,6 +16,10 @@ SCHEMA = 1
 REQUIRED = ("schema", "run", "stage", "task", "dataset", "metrics")
 
 
+class ReportWarning(UserWarning):
+    """A record or log the report had to skip; the report lists these (library noise aside)."""
+
+
 def sha256(path: str | os.PathLike) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -83,13 +87,20 @@ def load_all(results: str | os.PathLike) -> list[dict]:
             continue  # a temporary file being written
         try:
             record = json.loads(path.read_text())
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, expected an object")
             missing = [k for k in REQUIRED if k not in record]
             if missing:
                 raise ValueError(f"missing keys {', '.join(missing)}")
             if record["schema"] != SCHEMA:
                 raise ValueError(f"schema {record['schema']!r}, expected {SCHEMA}")
+            # every reader indexes these; a wrong type here would crash a table far from its cause
+            wrong = [k for k in ("run", "stage", "task", "dataset") if not isinstance(record[k], str)]
+            wrong += [] if isinstance(record["metrics"], dict) else ["metrics"]
+            if wrong:
+                raise ValueError(f"wrong type for {', '.join(wrong)}")
         except (ValueError, OSError) as exc:
-            warnings.warn(f"skipping malformed results record {path}: {exc}")
+            warnings.warn(f"skipping malformed results record {path}: {exc}", ReportWarning)
             continue
         record["_path"] = str(path)
         out.append(record)

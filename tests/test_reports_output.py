@@ -90,7 +90,7 @@ def test_full_report_links_tables_and_figures(results, tmp_path, capsys):
     tex = (out / "tables" / "linear_paper_top1.tex").read_text()
     assert "\\begin{tabular}" in tex and "\\toprule" in tex and "photo\\_patches" in tex
     assert "$\\pm$" in tex and "±" not in tex and "Δ" not in tex
-    section = md.split("## Linear evaluation (paper layout)")[1]
+    section = md.split("## Linear and kNN evaluation (paper layout)")[1]
     assert "| IR + Ring " in section and "80.50 ± 0.71 (n=2)" in section
 
 

@@ -1,0 +1,133 @@
+"""The report's figures (seaborn on matplotlib's file-only Agg backend), each a PNG.
+
+Every function takes tidy frames, writes one PNG and returns its path, or returns None when
+there is nothing to draw (the report then says which records would produce the figure).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a cluster node; must precede pyplot
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from reports import tables  # noqa: E402
+from reports.frames import number  # noqa: E402
+
+STYLE = {"style": "whitegrid"}
+ILLUSTRATIVE_ANNEAL = {"final": 0.1, "start": 1.0, "epochs": 100.0, "steps": 4, "decay": 0.1, "total": 200.0}
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120, bbox_inches="tight")
+    plt.close(fig)
+    return path
+
+
+def hue_order(df: pd.DataFrame) -> list[str]:
+    """Models in the tables' row order (IR, IR + Ring, MoCo, ...), so colours match across figures."""
+    return [tables.model_name(m, s) for m, s, delta in tables.model_rows(df) if not delta]
+
+
+def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1") -> Path | None:
+    """Bars of Ring − baseline per method and dataset, one panel per evaluation protocol.
+    `numbers`: the linear tables' numbers (their Δ rows are exactly what the tables print)."""
+    d = numbers[numbers["delta"].astype(bool) & (numbers["metric"] == metric)] if not numbers.empty else numbers
+    if d.empty:
+        return None
+    d = d.assign(model=[tables.model_name(m, s) for m, s in zip(d["method"], d["negatives"])])
+    with sns.axes_style(**STYLE):
+        g = sns.catplot(data=d, kind="bar", x="dataset", y="mean", hue="model", hue_order=hue_order(d), col="eval",
+                        col_wrap=min(2, d["eval"].nunique()), height=3.2, aspect=1.3, sharex=False)
+        g.refline(y=0, color="k", linewidth=0.8)
+        g.set_axis_labels("", f"{metric} (points): sampler − uniform")
+        g.set_titles("{col_name}")
+        g.figure.suptitle("Difference Ring makes over the base method (mean over seeds)", y=1.03)
+    return _save(g.figure, path)
+
+
+def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
+    """Loss per logged step and kNN top-1 per monitored epoch, one line per run, one column
+    per pretraining dataset; colour = method and sampler, so seeds of a model share a colour."""
+    if logs.empty:
+        return None
+    # loss every log_every steps; an epoch line repeats one batch's loss off that grid, so it is
+    # used only for a run that logged no step lines
+    has_steps = logs.groupby("run")["step_line"].transform("any").astype(bool)
+    loss = logs[logs["step_line"].astype(bool) | ~has_steps].dropna(subset=["loss"]).drop_duplicates(["run", "step"])
+    knn = logs.dropna(subset=["knn_top1"])
+    long = pd.concat([loss.assign(metric="loss", value=loss["loss"]),
+                      knn.assign(metric="kNN top-1 (%)", value=knn["knn_top1"])], ignore_index=True)
+    long = long.dropna(subset=["epoch", "value"])
+    if long.empty:
+        return None
+    long["model"] = [tables.model_name(m, s) for m, s in zip(long["method"], long["negatives"])]
+    rows = [m for m in ("loss", "kNN top-1 (%)") if m in set(long["metric"])]
+    with sns.axes_style(**STYLE):
+        # markers only on the sparse kNN points (a 200-epoch loss curve has thousands)
+        g = sns.relplot(data=long, kind="line", x="epoch", y="value", hue="model", hue_order=hue_order(long),
+                        units="run", estimator=None,
+                        row="metric", row_order=rows, col="dataset", style="metric", dashes=False,
+                        markers={"loss": ",", "kNN top-1 (%)": "o"}, height=2.6, aspect=1.4,
+                        facet_kws={"sharey": False, "sharex": False})
+        g.set_titles("{row_name} | {col_name}")
+        g.set_ylabels("")
+    return _save(g.figure, path)
+
+
+def toy_mi(toy: pd.DataFrame, path: Path) -> Path | None:
+    """Bias and std of the MI estimate against the ring width (outer 1 = NCE, uniform)."""
+    if toy.empty:
+        return None
+    long = toy.melt(id_vars=["run", "true_mi", "outer"], value_vars=["bias", "std"], var_name="stat")
+    long["true MI (nats)"] = [f"{x:.3f}" for x in long["true_mi"]]
+    with sns.axes_style(**STYLE):
+        g = sns.relplot(data=long, kind="line", x="outer", y="value", col="stat", hue="true MI (nats)",
+                        marker="o", errorbar="sd", height=3, aspect=1.2, facet_kws={"sharey": False})
+        g.set(xscale="log")
+        g.axes_dict["bias"].axhline(0, color="k", linewidth=0.8)
+        g.set_axis_labels("ring outer fraction", "nats")
+        g.set_titles("{col_name} of the estimate")
+        g.figure.suptitle("Toy MI: CNCE (Ring) vs. NCE (outer fraction 1 = uniform negatives)", y=1.04)
+    return _save(g.figure, path)
+
+
+def anneal(pre: pd.DataFrame, logs: pd.DataFrame, path: Path) -> Path | None:
+    """The ring's outer fraction over training under every schedule of pretrain.negatives, with
+    the settings of the first annealed ring run (else illustrative ones), and the values the
+    ring/ball runs actually logged per step as points."""
+    from pretrain.negatives import SCHEDULES, anneal as outer_at
+
+    p, source = dict(ILLUSTRATIVE_ANNEAL), "illustrative settings"
+    for _, r in pre.iterrows():
+        neg = r["config"].get("negatives")
+        a = neg.get("anneal") if isinstance(neg, dict) else None
+        optim = r["config"].get("optim")
+        if r["negatives"] != "uniform" and isinstance(a, dict) and number(a.get("epochs")) > 0:
+            p = {"final": number(neg.get("outer")), "start": number(a.get("start", 1.0)), "epochs": number(a["epochs"]),
+                 "steps": number(a.get("steps", 4)), "decay": number(a.get("decay", 0.1)),
+                 "total": number(optim.get("epochs")) if isinstance(optim, dict) else 0.0}
+            if not any(np.isnan(v) for v in p.values()):
+                source = f"settings of run {r['run']}"
+                break
+            p = dict(ILLUSTRATIVE_ANNEAL)
+    epochs = np.linspace(0.0, max(p["total"], p["epochs"]), 400)
+    curves = pd.DataFrame([{"schedule": s, "epoch": e,
+                            "outer": outer_at(s, e, p["final"], p["start"], p["epochs"], int(p["steps"]), p["decay"])}
+                           for s in SCHEDULES for e in epochs])
+    with sns.axes_style(**STYLE):
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+        sns.lineplot(data=curves, x="epoch", y="outer", hue="schedule", ax=ax)
+        logged = logs[logs["outer"].notna() & (logs["negatives"] != "uniform")] if not logs.empty else logs
+        if not logged.empty:
+            sns.scatterplot(data=logged, x="epoch", y="outer", style="run", color="k", s=14, ax=ax, zorder=3)
+        ax.set(ylabel="ring outer fraction", title=f"Annealing the ring: {p['start']:g} → {p['final']:g} over "
+                                                   f"{p['epochs']:g} epochs ({source})")
+        ax.legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+    return _save(fig, path)

@@ -1,0 +1,220 @@
+"""Results records -> tidy pandas frames, one reader per stage (one row per measured value).
+
+Readers are defensive: harnesses are written by different people and at different times, so
+each reader documents the record shape it expects, accepts the obvious variants, and skips
+(with a warning naming the file) a record it cannot read rather than crash the report.
+Every frame carries the identity columns in `IDENTITY` (method, negative sampler, seed and
+the record's cost: wall-clock seconds and peak memory).
+"""
+from __future__ import annotations
+
+import math
+import re
+import warnings
+
+import pandas as pd
+
+from reports.records import ReportWarning
+
+IDENTITY = ["run", "method", "negatives", "seed", "wall_s", "peak_rss_mb", "peak_cuda_mb"]
+
+# DESIGN §5: the nine Meta-Dataset domains of the paper's transfer table, in its order
+DOMAINS = ("aircraft", "cu_birds", "dtd", "fungi", "mscoco", "omniglot", "quickdraw", "traffic_sign", "vgg_flower")
+IOU_TYPES = ("bbox", "segm", "keypoints")
+AP_KEYS = ("AP", "AP50", "AP75")
+
+
+def number(value) -> float:
+    """A metric value as float; anything that is not a finite number (None, 'n/a') is NaN."""
+    if isinstance(value, bool):
+        return math.nan
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return x if math.isfinite(x) else math.nan
+
+
+def skip(record: dict, why: str) -> None:
+    warnings.warn(f"skipping results record {record.get('_path', record.get('run'))}: {why}", ReportWarning)
+
+
+def identity(r: dict) -> dict:
+    cfg = r.get("config") if isinstance(r.get("config"), dict) else {}
+    section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
+    seed = section("train").get("seed", r.get("seed"))  # the pretraining seed is what varies a run
+    return {
+        "run": r["run"],
+        "method": r.get("method") or section("method").get("name") or "?",
+        "negatives": r.get("negatives") or section("negatives").get("sampler") or "?",
+        "seed": seed,
+        "wall_s": number(r.get("wall_s")),
+        "peak_rss_mb": number(r.get("peak_rss_mb")),
+        "peak_cuda_mb": number(r.get("peak_cuda_mb")),
+    }
+
+
+def evaluations(records: list[dict]) -> pd.DataFrame:
+    """stage "evaluate" (evaluate/__main__.py), one row per record.
+
+    Expected: task "<eval>_<dataset>" (eval: linear_paper, linear_moco, linear_cached, knn),
+    dataset = the evaluation dataset, optional pretrain_dataset, metrics {"top1", "top5"}.
+    """
+    rows = []
+    for r in records:
+        if r.get("stage") != "evaluate":
+            continue
+        rows.append({**identity(r), "dataset": r["dataset"],
+                     "pretrain_dataset": r.get("pretrain_dataset") or r["dataset"],
+                     "eval": r["task"].rsplit("_" + r["dataset"], 1)[0],
+                     "top1": number(r["metrics"].get("top1")), "top5": number(r["metrics"].get("top5"))})
+    columns = ["run", "method", "negatives", "dataset", "eval", "top1", "top5", "seed",
+               "pretrain_dataset", "wall_s", "peak_rss_mb", "peak_cuda_mb"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def pretraining(records: list[dict]) -> pd.DataFrame:
+    """stage "pretrain" (pretrain/train.py): metrics final_loss, epochs, steps, images_per_s,
+    knn_top1, knn_top5; "log" is the path of the run's log.jsonl."""
+    rows = []
+    for r in records:
+        if r.get("stage") != "pretrain":
+            continue
+        m = r["metrics"]
+        rows.append({**identity(r), "dataset": r["dataset"], "epochs": number(m.get("epochs")),
+                     "final_loss": number(m.get("final_loss")), "knn_top1": number(m.get("knn_top1")),
+                     "images_per_s": number(m.get("images_per_s")), "log": r.get("log"),
+                     "config": r.get("config") if isinstance(r.get("config"), dict) else {},
+                     "_path": r.get("_path")})
+    columns = IDENTITY + ["dataset", "epochs", "final_loss", "knn_top1", "images_per_s", "log", "config", "_path"]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def _first(mapping: dict, *keys):
+    return next((mapping[k] for k in keys if k in mapping), None)
+
+
+def metadataset(records: list[dict]) -> pd.DataFrame:
+    """stage "metadataset", one record per (protocol, head, domain). Expected shape:
+
+        {"stage": "metadataset", "task": "linear_<domain>" | "episodic_<head>_<domain>",
+         "dataset": "<domain>" (or "metadataset"), "metrics": {"top1": 71.2, "ci95": 0.8,
+         "episodes": 600}, optional "protocol": "linear" | "episodic" | {"name": ...},
+         optional "head": "prototype" | "logreg", optional "domain": "<domain>"}
+
+    Accuracy is in percent. Accepted aliases: accuracy/acc/mean for top1, ci/ci_95/conf95
+    for ci95. Explicit "protocol"/"head"/"domain" fields win over what the task name says;
+    domains with underscores (cu_birds) are matched against the known list first.
+    """
+    rows = []
+    for r in records:
+        if r.get("stage") != "metadataset":
+            continue
+        task, m = r["task"], r["metrics"]
+        proto = r.get("protocol")
+        proto = proto.get("name") if isinstance(proto, dict) else proto
+        proto = proto if isinstance(proto, str) and proto else task.split("_", 1)[0]
+        rest = task.split("_", 1)[1] if task.startswith(proto + "_") else task
+        domain = r.get("domain") if isinstance(r.get("domain"), str) else None
+        if domain is None and r["dataset"] not in ("metadataset", "meta_dataset", "") and rest.endswith(r["dataset"]):
+            domain = r["dataset"]
+        domain = domain or next((d for d in DOMAINS if rest == d or rest.endswith("_" + d)), None)
+        head = r.get("head") if isinstance(r.get("head"), str) else None
+        if domain is None:  # unknown domain: "<head>_<domain>" for episodic, "<domain>" otherwise
+            head_part, _, domain = rest.partition("_") if proto == "episodic" and "_" in rest else ("", "", rest)
+            head = head or head_part or None
+        elif head is None and rest != domain:
+            head = rest[: -len(domain) - 1] or None
+        top1 = number(_first(m, "top1", "accuracy", "acc", "mean"))
+        if math.isnan(top1):
+            skip(r, "Meta-Dataset record without a numeric metrics.top1")
+            continue
+        rows.append({**identity(r), "protocol": proto, "head": head or "", "domain": domain, "top1": top1,
+                     "ci95": number(_first(m, "ci95", "ci", "ci_95", "conf95")),
+                     "episodes": number(_first(m, "episodes") or r.get("episodes"))})
+    return pd.DataFrame(rows, columns=IDENTITY + ["protocol", "head", "domain", "top1", "ci95", "episodes"])
+
+
+def _flatten(metrics: dict, prefix: str = "") -> dict:
+    """{"bbox": {"AP": 1}} and {"bbox/AP": 1} both -> {"bbox/AP": 1}."""
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update(_flatten(v, f"{prefix}{k}/"))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def detection(records: list[dict]) -> pd.DataFrame:
+    """stage "detection", one record per detectron2 config. Expected shape:
+
+        {"stage": "detection", "task": "coco_mask_rcnn_r50_fpn_1x", "dataset": "coco",
+         "metrics": {"bbox/AP": 38.9, "bbox/AP50": 59.6, "bbox/AP75": 42.7, "segm/AP": ...,
+                     "keypoints/AP": ...}}
+
+    COCO AP in percent, as detectron2 prints it. Nested {"bbox": {"AP": ..}} (detectron2's own
+    result dict) and "keypoint/..." are accepted; APs/APm/APl are ignored (not in the tables).
+    """
+    rows = []
+    for r in records:
+        if r.get("stage") != "detection":
+            continue
+        found = 0
+        for key, value in _flatten(r["metrics"]).items():
+            iou, _, ap = key.partition("/")
+            iou = "keypoints" if iou == "keypoint" else iou
+            if iou in IOU_TYPES and ap in AP_KEYS and not math.isnan(number(value)):
+                rows.append({**identity(r), "task": r["task"], "dataset": r["dataset"],
+                             "metric": f"{iou} {ap}", "value": number(value)})
+                found += 1
+        if not found:
+            skip(r, "detection record without numeric bbox/segm/keypoints AP, AP50 or AP75 metrics")
+    return pd.DataFrame(rows, columns=IDENTITY + ["task", "dataset", "metric", "value"])
+
+
+_CNCE = re.compile(r"^cnce@(?P<outer>[0-9.eE+-]+)$")
+
+
+def toy_mi(records: list[dict]) -> pd.DataFrame:
+    """stage "toy_mi" (pretrain/toy_mi.py), one record per experiment. Expected shape:
+
+        {"stage": "toy_mi", "task": "toy_mi", "dataset": "gaussian",
+         "estimates": [{"estimator": "nce", "outer": 1.0, "inner": 0.0, "mean": 0.91,
+                        "std": 0.05, "bias": -0.07, "true_mi": 0.98, "repeats": 200},
+                       {"estimator": "cnce@0.1", "outer": 0.1, ...}, ...],
+         "metrics": {"true_mi": 0.98, "nce/mean": .., "nce/std": .., "nce/bias": ..,
+                     "cnce@0.1/mean": .., ...}}
+
+    One row per estimator: ring width (outer fraction; 1.0 = NCE, uniform negatives), mean,
+    std and bias (mean - true MI) of the estimate in nats. "estimates" wins; without it the
+    flat metrics are parsed ("<estimator>/<stat>", width from "cnce@<outer>").
+    """
+    rows = []
+    for r in records:
+        if r.get("stage") != "toy_mi":
+            continue
+        m = r["metrics"]
+        estimates = r.get("estimates")
+        if not (isinstance(estimates, list) and all(isinstance(e, dict) for e in estimates)):
+            by_name: dict[str, dict] = {}
+            for key, value in m.items():
+                name, _, stat = key.rpartition("/")
+                if name and stat in ("mean", "std", "bias"):
+                    by_name.setdefault(name, {"estimator": name})[stat] = value
+            estimates = list(by_name.values())
+        n_before = len(rows)
+        for e in estimates:
+            name = str(e.get("estimator", "?"))
+            match = _CNCE.match(name)
+            outer = number(e.get("outer", 1.0 if name == "nce" else match and match["outer"]))
+            true = number(e.get("true_mi", m.get("true_mi")))
+            mean, bias = number(e.get("mean")), number(e.get("bias"))
+            bias = mean - true if math.isnan(bias) else bias
+            if math.isnan(outer) or math.isnan(mean):
+                continue
+            rows.append({**identity(r), "true_mi": true, "estimator": name, "outer": outer,
+                         "mean": mean, "std": number(e.get("std")), "bias": bias})
+        if len(rows) == n_before:
+            skip(r, "toy MI record without estimates (estimator, outer, mean)")
+    return pd.DataFrame(rows, columns=IDENTITY + ["true_mi", "estimator", "outer", "mean", "std", "bias"])

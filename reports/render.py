@@ -1,0 +1,59 @@
+"""Write a `tables.Table` as markdown (the report), LaTeX (the paper) and CSV (the numbers)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+# Unicode in the cells -> LaTeX that compiles with pdflatex too
+LATEX_SYMBOLS = {"±": r"$\pm$", "—": "---", "−": "$-$", "Δ": r"$\Delta$", "←": r"$\leftarrow$"}
+_SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
+            "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "\\": r"\textbackslash{}"}
+_NUMERIC = re.compile(r"^([—+\-−]|[+\-−]?\d)")
+
+
+def latex_escape(text: str) -> str:
+    """Plain text (with markdown `code`) -> LaTeX."""
+    text = "".join(_SPECIAL.get(c, c) for c in str(text))
+    return symbols(re.sub(r"`([^`]*)`", r"\\texttt{\1}", text))
+
+
+def symbols(latex: str) -> str:
+    for char, code in LATEX_SYMBOLS.items():
+        latex = latex.replace(char, code)
+    return latex
+
+
+def numeric_columns(df: pd.DataFrame) -> list[bool]:
+    """Columns whose every cell reads as a number (or '—'): right-aligned like numbers."""
+    return [len(df) > 0 and all(_NUMERIC.match(str(v)) for v in df[c]) for c in df.columns]
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """Cells are already formatted strings: tabulate must not re-parse '63.10' into 63.1."""
+    if df.empty:
+        return "_no results yet_"
+    align = ["right" if num else "left" for num in numeric_columns(df)]
+    return df.astype(str).to_markdown(index=False, disable_numparse=True, colalign=align)
+
+
+def latex(table) -> str:
+    # a leading hyphen would print as a dash in LaTeX text mode: make it a minus sign
+    df = table.display.astype(str).map(lambda v: re.sub(r"^-(?=\d)", "−", v))
+    fmt = "".join("r" if num else "l" for num in numeric_columns(df))
+    styler = df.style.hide(axis="index").format(escape="latex").format_index(escape="latex", axis=1)
+    caption = f"{latex_escape(table.title)}. {latex_escape(table.note)}"
+    body = styler.to_latex(caption=caption, label=f"tab:{table.name}", hrules=True, column_format=fmt,
+                           position_float="centering")
+    return symbols(body)
+
+
+def write(table, folder: Path) -> dict[str, Path]:
+    """tables/<name>.md, .tex and .csv; returns the paths by format."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {ext: folder / f"{table.name}.{ext}" for ext in ("md", "tex", "csv")}
+    paths["md"].write_text(f"# {table.title}\n\n{table.note}\n\n{markdown(table.display)}\n")
+    paths["tex"].write_text(latex(table))
+    table.numbers.to_csv(paths["csv"], index=False)
+    return paths

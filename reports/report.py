@@ -1,0 +1,127 @@
+"""Assemble report.md from a results directory: tables under tables/, figures under figures/.
+
+Pure function of the records and training logs on disk; nothing is rerun. Problems with the
+inputs (a malformed record, a missing log) are warnings, listed at the end of the report.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pandas as pd
+
+from reports import figures, frames, logs, records, render, tables
+from reports.records import ReportWarning
+
+MAIN_NOTE = ("Columns are mean accuracy over runs per negative sampler; `ring − uniform` is the difference "
+             "Ring makes. `eval` names the protocol (`linear_cached` is not the paper protocol; "
+             "`linear_paper` is).")
+
+
+class Report:
+    """Markdown parts plus the table and figure files they link to."""
+
+    def __init__(self, out: Path):
+        self.out, self.parts = out, []
+
+    def add(self, *blocks: str) -> None:
+        for block in blocks:  # a blank line after each: markdown needs it before a table
+            self.parts += [block, ""]
+
+    def table(self, t: tables.Table, level: str = "###", body: str | None = None) -> None:
+        """Write the table's files; show `body` (default: its display frame) and link the files."""
+        paths = render.write(t, self.out / "tables")
+        links = " · ".join(f"[{label}]({p.relative_to(self.out).as_posix()})"
+                           for label, p in zip(("markdown", "LaTeX", "CSV"), paths.values()))
+        self.add(f"{level} {t.title}", t.note, body or render.markdown(t.display), f"Files: {links}")
+
+    def figure(self, name: str, title: str, missing: str, draw, *args) -> None:
+        """Draw with `draw(*args, path)`; a figure that fails is a warning, never a lost report."""
+        path = self.out / "figures" / f"{name}.png"
+        try:
+            made = draw(*args, path)
+        except Exception as exc:  # noqa: BLE001 - one bad figure must not cost the whole report
+            warnings.warn(f"figure {name} not drawn: {type(exc).__name__}: {exc}", ReportWarning)
+            made = None
+        if made is None:
+            path.unlink(missing_ok=True)  # never link a stale figure from an earlier report
+            self.add(f"_Figure not drawn ({title}): {missing}._")
+        else:
+            self.add(f"![{title}]({made.relative_to(self.out).as_posix()})")
+
+
+def main_table(evals: pd.DataFrame, metric: str) -> tables.Table:
+    """The long Ring vs. uniform table (method x dataset x eval), also as files."""
+    df = tables.ring_vs_baseline(evals, metric)
+    display = df.astype(object).map(lambda v: tables.DASH if pd.isna(v) else f"{v:.2f}" if isinstance(v, float) else str(v))
+    return tables.Table(f"main_{metric}", f"Ring vs. uniform negatives ({metric} accuracy, %)", MAIN_NOTE, display, df)
+
+
+def compose(results: Path, out: Path) -> Report:
+    recs = records.load_all(results)
+    evals, pre = frames.evaluations(recs), frames.pretraining(recs)
+    md, det, toy = frames.metadataset(recs), frames.detection(recs), frames.toy_mi(recs)
+    runs_logs = logs.training_logs(pre, results)
+    rep = Report(out)
+    rep.add("# ringbench report", f"{len(recs)} results records from `{results}`. Regenerate with "
+            f"`python -m reports --results {results} --out {out}`; nothing is rerun.")
+
+    for metric in ("top1", "top5"):  # the main table: every method x dataset x eval in one place
+        t = main_table(evals, metric)
+        if t.numbers.empty:
+            rep.add(f"## {t.title}", t.note, tables.markdown(t.numbers))
+        else:  # printed from the numbers (floats) as it always was: scripts parse this table
+            rep.table(t, level="##", body=tables.markdown(t.numbers))
+
+    rep.add("## Linear and kNN evaluation (paper layout)")
+    linear = tables.linear(evals, "top1")
+    for t in linear:
+        rep.table(t)
+    if not linear:
+        rep.add("_No evaluation records yet (stage `evaluate`)._")
+    numbers = pd.concat([t.numbers for t in linear], ignore_index=True) if linear else pd.DataFrame()
+    rep.figure("ring_minus_baseline", "Ring − baseline", "needs evaluation records with both uniform and ring runs",
+               figures.ring_minus_baseline, numbers)
+
+    sections = (("Meta-Dataset", tables.metadataset(md), "metadataset"),
+                ("Detection", tables.detection(det), "detection"),
+                ("Toy mutual information", tables.toy_mi(toy), "toy_mi"))
+    for title, made, stage in sections:
+        rep.add(f"## {title}")
+        for t in made:
+            rep.table(t)
+        if not made:
+            rep.add(f"_No {title} records yet (stage `{stage}`)._")
+        if stage == "toy_mi":
+            rep.figure("toy_mi", "Toy MI bias and variance", "needs toy_mi records", figures.toy_mi, toy)
+
+    rep.add("## Pretraining runs", tables.markdown(tables.pretraining_runs(pre)))
+    rep.figure("training_curves", "Training curves", "needs pretraining records whose log.jsonl can be read",
+               figures.training_curves, runs_logs)
+    rep.figure("anneal", "Ring annealing schedules", "pretrain.negatives could not be imported",
+               figures.anneal, pre, runs_logs)
+
+    cost = tables.cost(recs)
+    rep.add("## Cost")
+    if cost is not None:
+        rep.table(cost, level="###")
+    else:
+        rep.add("_No records._")
+    return rep
+
+
+def build(results: Path, out: Path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        rep = compose(results, out)
+    ours = [str(w.message) for w in caught if issubclass(w.category, ReportWarning)]
+    if ours:
+        rep.add("## Warnings", "\n".join(f"- {m}" for m in ours))
+    path = out / "report.md"
+    tmp = path.with_name(".report.md.tmp")
+    tmp.write_text("\n".join(rep.parts).rstrip() + "\n")
+    tmp.replace(path)
+    for w in caught:  # hand them on: the command line prints them
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return path

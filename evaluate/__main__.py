@@ -31,6 +31,8 @@ def _parser() -> argparse.ArgumentParser:
         if task == "linear":
             s.add_argument("--protocol", default="paper", choices=("paper", "moco", "cached"))
             s.add_argument("--epochs", type=int, help="override the protocol's epochs (L-BFGS iterations for cached)")
+            s.add_argument("--resume", action="store_true",
+                           help="paper/moco: continue from the probe state saved after each epoch")
         else:
             s.add_argument("--k", type=int, default=200)
             s.add_argument("--t", type=float, default=0.07)
@@ -85,8 +87,11 @@ def run(args) -> Path:
         else:
             sd, arch, stem, _ = checkpoint.backbone_state(checkpoint.read(args.ckpt), args.ckpt)
             recipe = pre.get("augment", "moco_v2")
+            state = Path(args.results) / run_name / "evaluate" / f"linear_{protocol.name}_{name}.probe.pt"
+            if not args.resume:
+                state.unlink(missing_ok=True)
             metrics = linear.full_path(sd, arch, stem, protocol, train_ds, test_ds, classes, size, native,
-                                       recipe, device, args.workers, args.seed)
+                                       recipe, device, args.workers, args.seed, state=str(state))
         task, extra["protocol"] = f"linear_{protocol.name}_{name}", linear.describe(protocol)
     rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
                        wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],

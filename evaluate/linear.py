@@ -13,8 +13,8 @@ backbone is loaded, only the linear layer is optimised, the backbone is in eval 
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
+from pathlib import Path
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -108,7 +108,11 @@ def _evaluate(net, loader, device) -> dict:
 
 def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol, train_ds, test_ds,
               num_classes: int, size: int, native: int, recipe: str, device, workers: int = 2,
-              seed: int = 0, log=print) -> dict:
+              seed: int = 0, log=print, state: str | None = None) -> dict:
+    """Train the linear layer through the full image pipeline. With `state`, the probe is
+    checkpointed atomically after every epoch and an existing state file is resumed exactly
+    (data order and augmentation are functions of seed, epoch and index)."""
+    from pretrain import checkpoint as ckpt
     torch.manual_seed(seed)
     net = probe_model(backbone_sd, arch, cifar_stem, num_classes).to(device)
     reference = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -116,11 +120,21 @@ def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol
                           weight_decay=protocol.weight_decay)
     check_optimizer(net, opt)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, protocol.milestones, 0.1)
+    start = 0
+    if state is not None and Path(state).exists():
+        saved = ckpt.read(state)
+        net.fc.load_state_dict(saved["fc"])
+        opt.load_state_dict(saved["optimizer"])
+        sched.load_state_dict(saved["scheduler"])
+        ckpt.set_rng_state(saved["rng"])
+        start = saved["epoch"]
+        log(f"[linear] resumed from {state} after epoch {start}")
     train = data.Views(train_ds, _train_transform(protocol, recipe, size, native))
     order = data.EpochSampler(len(train), protocol.batch_size if len(train) >= protocol.batch_size else len(train), seed)
-    loader = DataLoader(train, batch_size=order.batch, sampler=order, num_workers=workers, drop_last=True)
+    loader = DataLoader(train, batch_size=order.batch, sampler=order, num_workers=workers, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))
     test = DataLoader(data.Views(test_ds, data.eval_transform(size, native)), batch_size=256, num_workers=workers)
-    for epoch in range(protocol.epochs):
+    for epoch in range(start, protocol.epochs):
         net.eval()  # the whole network: BN statistics stay frozen; fc has no train-mode behaviour
         order.set_epoch(epoch)
         for views, y, _ in loader:
@@ -129,8 +143,11 @@ def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol
             loss.backward()
             opt.step()
         sched.step()
-        if epoch == 0:
+        if epoch == start:
             check_unchanged(net, reference)
+        if state is not None:
+            ckpt.atomic_save({"fc": net.fc.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                              "rng": ckpt.rng_state(), "epoch": epoch + 1, "protocol": asdict(protocol)}, state)
         if (epoch + 1) % 10 == 0 or epoch + 1 == protocol.epochs:
             log(f"[linear] epoch {epoch + 1}/{protocol.epochs} loss {loss.item():.4f}")
     check_unchanged(net, reference)

@@ -156,10 +156,20 @@ class Trainer:
             f.write(json.dumps(entry) + "\n")
 
     def _truncate_log(self) -> None:
-        """Drop log lines written after the checkpoint we resume from (they will be redone)."""
-        if self.log_path.exists():
-            keep = [l for l in self.log_path.read_text().splitlines() if l and json.loads(l)["step"] <= self.step]
-            self.log_path.write_text("".join(l + "\n" for l in keep))
+        """Drop log lines written after the checkpoint we resume from (they will be redone),
+        and a last line cut short by a kill. Rewritten atomically: a second kill loses nothing."""
+        if not self.log_path.exists():
+            return
+        keep = []
+        for line in self.log_path.read_text().splitlines():
+            try:
+                if json.loads(line)["step"] <= self.step:
+                    keep.append(line)
+            except (ValueError, KeyError):
+                continue
+        tmp = self.log_path.with_name(".log.jsonl.tmp")
+        tmp.write_text("".join(l + "\n" for l in keep))
+        os.replace(tmp, self.log_path)
 
     # ------------------------------------------------------------ monitor
     def monitor(self) -> dict:

@@ -104,3 +104,22 @@ def test_full_path_and_cached_path_agree_on_an_easy_task(tmp_path):
     cached = linear.cached(tx, ty, qx, qy, 10, linear.PROTOCOLS["cached"])
     assert full["top1"] >= 95.0 and cached["top1"] >= 95.0
     assert full["top1"] == pytest.approx(cached["top1"], abs=3.0)
+
+
+def test_linear_probe_resumes_exactly(tmp_path):
+    import formats
+
+    from pretrain import data
+    formats.write_cifar10(tmp_path, per_batch=20, test=20)
+    train = data.load("cifar10", tmp_path, "train", verify=False)
+    test = data.load("cifar10", tmp_path, "test", verify=False)
+    sd = models.backbone("resnet18").state_dict()
+    proto = linear.Protocol("t", lr=0.05, weight_decay=1e-4, epochs=3, augment="crop_flip", batch_size=32)
+    run = lambda p, state: linear.full_path(sd, "resnet18", False, p, train, test, 10, 32, 32, "moco_v2", "cpu",
+                                            workers=0, log=lambda *_: None, state=str(state))
+    straight = run(proto, tmp_path / "a.pt")
+    run(linear.with_epochs(proto, 1), tmp_path / "b.pt")  # "killed" after epoch 1
+    resumed = run(proto, tmp_path / "b.pt")
+    a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
+    assert a["epoch"] == b["epoch"] == 3
+    assert all(torch.equal(a["fc"][k], b["fc"][k]) for k in a["fc"]) and straight == resumed

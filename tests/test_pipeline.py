@@ -112,3 +112,24 @@ def test_bad_inputs_fail_fast_with_one_line_and_no_record(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "corrupt or truncated checkpoint" in err and str(bad) in err and err.count("\n") == 1
     assert not (tmp_path / "results").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_resume_gives_identical_weights(tmp_path):
+    """Real SIGKILLs of a pretraining subprocess (benchmarks/fault_injection.py), twice in a row."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).parent.parent / "benchmarks"))
+    import fault_injection
+    assert fault_injection.check(tmp_path, kills=2, method="moco", seed=1) == []
+
+
+def test_resume_auto_skips_a_corrupt_newest_checkpoint(tmp_path, capsys):
+    assert pretrain(tmp_path, "c", "optim.epochs=1", "data.limit=96", "train.ckpt_every=1", "train.keep_last=5") == 0
+    ckpts = sorted((tmp_path / "runs/c/checkpoints").glob("ckpt_step*.pt"))
+    newest = ckpts[-1]
+    newest.write_bytes(newest.read_bytes()[:1000])  # truncated, as by a full disk
+    with pytest.warns(UserWarning, match="skipping .*corrupt or truncated"):
+        assert pretrain(tmp_path, "c", "optim.epochs=1", "data.limit=96", "train.ckpt_every=1",
+                        "train.keep_last=5", resume="auto") == 0
+    assert f"resumed from {ckpts[-2]}" in capsys.readouterr().out

@@ -1,4 +1,12 @@
-"""Meta-Dataset transfer (per-domain linear probe and the official episodic protocol).
+"""Meta-Dataset transfer of frozen features (DESIGN §5), without TensorFlow.
 
-Not built yet: tracked as its own issue (record reader, converter, episode sampler).
+- records, spec, tfrecord, example: read the official converted sources (dataset_spec.json
+  plus one TFRecord file of tf.train.Example {image, label} per class), CRCs checked.
+- convert: write that format from an ImageFolder tree; mini: the offline smoke sources.
+- episodes: Meta-Dataset's variable-way variable-shot episode sampler (ICLR 2020, Sec. 3.2).
+- features, heads, protocols: frozen features computed once per image; protocol A (the Ring
+  paper's per-source linear probe) and protocol B (the official 600-episode evaluation with
+  prototype and logistic-regression heads, mean and 95% confidence interval).
+
+Entry points: python -m metadataset {linear,episodic,convert,build-mini} (see __main__).
 """

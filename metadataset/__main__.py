@@ -1,0 +1,168 @@
+"""python -m metadataset {linear,episodic,convert,build-mini} ...
+
+  linear     --ckpt CKPT --records DIR [--domains D ...|all]   protocol A: linear probe per source
+  episodic   --ckpt CKPT --records DIR --head prototype|logreg|both [--episodes 600] [--seed 0]
+             [--ways N --shots K --queries Q]                   protocol B: official episodes
+  convert    IMAGEFOLDER OUT_SOURCE_DIR --name NAME [--splits 0.6,0.2,0.2] [--seed 22]
+  build-mini OUT_DIR                                            the offline smoke sources
+
+Evaluations write one results record per source (and head) to RESULTS/<run>/metadataset/;
+bad input is one line on stderr, exit status 2, and no record.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m metadataset", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    for name in ("linear", "episodic"):
+        s = sub.add_parser(name, help="protocol A: per-source linear probe" if name == "linear"
+                           else "protocol B: Meta-Dataset's variable-way variable-shot episodes")
+        s.add_argument("--ckpt", required=True, help="checkpoint to evaluate (ringbench, torchvision or MoCo)")
+        s.add_argument("--records", required=True, help="directory holding one converted source per subdirectory")
+        s.add_argument("--domains", nargs="+", help="sources to evaluate (default: the paper's nine; 'all': every "
+                                                   "source under --records)")
+        s.add_argument("--results", default="results", help="records go to RESULTS/<run>/metadataset/")
+        s.add_argument("--run", help="run name in the record (default: the checkpoint's run name)")
+        s.add_argument("--arch", help="refuse the checkpoint unless its backbone is this architecture")
+        s.add_argument("--image-size", type=int, help="input size (default: the pretraining size, else 84 as Meta-Dataset)")
+        s.add_argument("--batch-size", type=int, default=256)
+        s.add_argument("--workers", type=int, default=2)
+        s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+        s.add_argument("--seed", type=int, default=0)
+        if name == "linear":
+            s.add_argument("--test-fraction", type=float, default=0.2, help="share of each class's images held out")
+            s.add_argument("--max-per-class", type=int, default=0, help="seeded subset of at most N images per class (0: all)")
+            s.add_argument("--weight-decay", type=float, default=1e-5)
+            s.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations")
+        else:
+            s.add_argument("--head", required=True, choices=("prototype", "logreg", "both"))
+            s.add_argument("--episodes", type=int, default=600)
+            s.add_argument("--ways", type=int, help="fixed way (default: variable, as Meta-Dataset)")
+            s.add_argument("--shots", type=int, help="fixed support shots per class (default: variable)")
+            s.add_argument("--queries", type=int, help="fixed query shots per class (default: variable)")
+    c = sub.add_parser("convert", help="ImageFolder tree -> one Meta-Dataset source")
+    c.add_argument("image_folder")
+    c.add_argument("out", help="output source directory (new or empty)")
+    c.add_argument("--name", required=True, help="source name written into dataset_spec.json")
+    c.add_argument("--splits", default="0.6,0.2,0.2", help="train,valid,test fractions of the classes")
+    c.add_argument("--seed", type=int, default=22, help="class-split seed (the official converter's default)")
+    m = sub.add_parser("build-mini", help="the offline smoke Meta-Dataset (see metadataset/mini.py)")
+    m.add_argument("out")
+    return p
+
+
+def _evaluate(args) -> list[Path]:
+    import torch
+
+    from metadataset import heads, protocols, records as md_records
+    from metadataset.episodes import EpisodeConfig
+    from metadataset.errors import MetaDatasetError
+    from metadataset.features import FeatureCache
+    from pretrain import checkpoint
+    from pretrain.train import pick_device
+    from reports import records
+
+    start = time.time()
+    sources = md_records.open_sources(args.records, args.domains)  # missing sources fail before any work
+    if args.command == "episodic":
+        config = EpisodeConfig(num_ways=args.ways, num_support=args.shots, num_query=args.queries)
+        head_names = list(heads.HEADS) if args.head == "both" else [args.head]
+        if args.domains == ["all"]:  # a source named explicitly must work; 'all' skips what cannot
+            need = config.num_ways or config.min_ways
+            for s in [s for s in sources if s.spec.classes_per_split["TEST"] < need]:
+                print(f"[metadataset] skipping {s.name}: {s.spec.classes_per_split['TEST']} test classes, "
+                      f"episodes need {need} ways", file=sys.stderr)
+            sources = [s for s in sources if s.spec.classes_per_split["TEST"] >= need]
+            if not sources:
+                raise MetaDatasetError(f"{args.records}: no source has the {need} test classes an episode needs")
+        for s in sources:
+            s.check_files(s.spec.classes("TEST"))
+    else:
+        for s in sources:
+            s.check_files(range(s.spec.num_classes))
+    net, info = checkpoint.load_backbone(args.ckpt, args.arch)
+    cfg = info["config"] or {}
+    size = args.image_size or cfg.get("data", {}).get("image_size") or 84
+    device = pick_device(args.device)
+    torch.manual_seed(args.seed)
+    cache = FeatureCache(net, size, device, args.batch_size, args.workers)
+    run_name = args.run or cfg.get("name") or Path(args.ckpt).stem
+    common = dict(checkpoint=args.ckpt, seed=args.seed, arch=info["arch"], checkpoint_kind=info["kind"], image_size=size,
+                  method=cfg.get("method", {}).get("name"), negatives=cfg.get("negatives", {}).get("sampler"),
+                  pretrain_dataset=cfg.get("data", {}).get("dataset"))
+    pending = []  # every source is evaluated before any record is written: a late error leaves none
+    for s in sources:
+        t0 = time.time()
+        if args.command == "linear":
+            m = protocols.linear(cache, s, args.seed, args.test_fraction, args.max_per_class, args.weight_decay, args.max_iter)
+            protocol = {"name": "linear", "paper_protocol": True, "classes": "all (train+valid+test)",
+                        "split": "seeded stratified per class", "test_fraction": args.test_fraction,
+                        "max_per_class": args.max_per_class, "features": "pooled, unnormalised, no augmentation",
+                        "classifier": "multinomial logistic regression, L-BFGS (evaluate.linear.fit_cached)",
+                        "weight_decay": args.weight_decay, "max_iter": args.max_iter,
+                        "classes_n": m["classes"], "train_images": m["train_images"], "test_images": m["test_images"]}
+            pending.append((f"linear_{s.name}", s.name, {"top1": m["top1"]}, protocol, time.time() - t0))
+            print(f"[metadataset] linear {s.name}: top1 {m['top1']:.2f} ({m['classes']} classes)")
+        else:
+            out = protocols.episodic(cache, s, head_names, args.episodes, args.seed, config)
+            mode = "variable-way variable-shot" if config.variable else "fixed"
+            suffix = "" if config.variable else f"_{args.ways or 'v'}way{args.shots or 'v'}shot{args.queries or 'v'}query"
+            for h, m in out["heads"].items():
+                protocol = {"name": "episodic", "official": config.variable, "mode": mode, "split": "TEST classes",
+                            "sampler": config.describe(), "reference": "Triantafillou et al. ICLR 2020, Sec. 3.2",
+                            **heads.describe(h), **out["stats"]}
+                pending.append((f"episodic_{h}_{s.name}{suffix}", s.name, m, protocol, time.time() - t0))
+                print(f"[metadataset] episodic {h} {s.name}: top1 {m['top1']:.2f} +- {m['ci95']:.2f} "
+                      f"({m['episodes']} episodes)")
+    paths = []
+    for task, dataset, metrics, protocol, wall in pending:
+        rec = records.make(run_name, "metadataset", task, dataset, metrics, cfg, wall_s=wall, protocol=protocol,
+                           records_dir=str(Path(args.records).resolve()), **common)
+        paths.append(records.write(rec, args.results))
+    print(f"[metadataset] {len(paths)} records -> {Path(args.results) / run_name / 'metadataset'} "
+          f"({time.time() - start:.1f} s)")
+    return paths
+
+
+def run(args):
+    if args.command == "convert":
+        from metadataset import convert
+        spec = convert.convert(args.image_folder, args.out, args.name, args.splits.split(","), args.seed)
+        print(f"[metadataset] {args.out}: {spec.num_classes} classes {spec.classes_per_split}, "
+              f"{sum(spec.images_per_class.values())} images")
+        return None
+    if args.command == "build-mini":
+        from metadataset import mini
+        specs = mini.build(args.out)
+        for name, spec in specs.items():
+            print(f"[metadataset] {Path(args.out) / name}: {spec.num_classes} classes, "
+                  f"{sum(spec.images_per_class.values())} images")
+        return None
+    return _evaluate(args)
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from metadataset.errors import MetaDatasetError
+    errors = (MetaDatasetError,)
+    if args.command in ("linear", "episodic"):
+        from pretrain.checkpoint import CheckpointError
+        from pretrain.data import DataError
+        errors += (CheckpointError, DataError)
+    try:
+        run(args)
+    except errors as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""Meta-Dataset's episode sampler (Triantafillou et al., "Meta-Dataset: A Dataset of Datasets
+for Learning to Learn from Few Examples", ICLR 2020, Section 3.2 "Sampling of episodes" and
+its Appendix), matching the official meta_dataset/data/sampling.py and its default
+EpisodeDescriptionConfig (learn/gin/setups/data_config_common.gin).
+
+Variable-way variable-shot (the default, all of num_ways/num_support/num_query None):
+
+1. Way N ~ U{5, ..., min(50, #classes)} and N classes uniformly without replacement from the
+   split. Omniglot (bi-level spec): first a superclass (alphabet) uniformly, then
+   N ~ U{5, ..., min(50, #its classes)} classes of that superclass.
+2. Query shots per class: q = min(10, min_c floor(0.5 |Im(c)|)) (the same for every class).
+3. Support size: beta ~ U(0, 1], |S| = min(500, sum_c ceil(beta * min(100, |Im(c)| - q))).
+   (The code draws beta' ~ U[0, 1) and sums floor(beta' x + 1): the same distribution.)
+4. Shots per class: alpha_c ~ U(log 0.5, log 2),
+   R_c = exp(alpha_c) |Im(c)| / sum_c' exp(alpha_c') |Im(c')|,
+   k_c = min(floor(R_c (|S| - N)) + 1, |Im(c)| - q): at least one support image per class.
+5. Images: per class, a uniform random k_c + q of its images, the first k_c to the support
+   set and the rest to the query set, so no image is in both.
+
+The random draws happen in the official order, on one numpy RandomState per source, so the
+episode *descriptions* (classes, k_c, q) equal the official sampler's for the same state.
+Step 5 replaces the official tf.data shuffling, which has no numpy equivalent.
+
+Fixed modes (EpisodeConfig num_ways / num_support / num_query set), as the official code:
+a fixed way skips step 1's draw (and the hierarchy); a fixed support shot k gives every class
+k support images and q = min(10, min_c |Im(c)| - k); a fixed query shot overrides q.
+The ImageNet DAG sampler (ilsvrc_2012) is not implemented: its classes are drawn uniformly.
+"""
+from __future__ import annotations
+
+import math
+import zlib
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from metadataset.errors import MetaDatasetError
+
+
+@dataclass(frozen=True)
+class EpisodeConfig:
+    num_ways: int | None = None
+    num_support: int | None = None
+    num_query: int | None = None
+    min_ways: int = 5
+    max_ways_upper_bound: int = 50
+    max_num_query: int = 10
+    max_support_set_size: int = 500
+    max_support_size_contrib_per_class: int = 100
+    min_log_weight: float = math.log(0.5)
+    max_log_weight: float = math.log(2.0)
+
+    @property
+    def variable(self) -> bool:
+        return self.num_ways is None and self.num_support is None and self.num_query is None
+
+    def describe(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Episode:
+    support: np.ndarray         # row indices into the source's image list
+    support_labels: np.ndarray  # 0..N-1, the episode's own class numbering
+    query: np.ndarray
+    query_labels: np.ndarray
+    classes: np.ndarray         # the N classes (indices into the class list given to the sampler)
+
+    @property
+    def ways(self) -> int:
+        return len(self.classes)
+
+
+def rng_for(seed: int, source: str) -> np.random.RandomState:
+    """One RandomState per (seed, source): a source's episodes do not depend on which other
+    sources are evaluated, nor in which order."""
+    state = np.random.SeedSequence([seed, zlib.crc32(source.encode())]).generate_state(1)[0]
+    return np.random.RandomState(int(state))
+
+
+def sample_num_ways(num_classes: int, min_ways: int, max_ways: int, rng) -> int:
+    return int(rng.randint(low=min_ways, high=min(max_ways, num_classes) + 1))
+
+
+def compute_num_query(images_per_class: np.ndarray, max_num_query: int, num_support: int | None) -> int:
+    if num_support is None:
+        return int(min(max_num_query, (images_per_class // 2).min()))
+    return int(min(max_num_query, images_per_class.min() - num_support))
+
+
+def sample_support_set_size(num_remaining: np.ndarray, max_contrib: int, max_size: int, rng) -> int:
+    beta = rng.uniform()  # in [0, 1); floor(beta x + 1) below is ceil(beta'' x) with beta'' in (0, 1]
+    return int(min(np.floor(beta * np.minimum(max_contrib, num_remaining) + 1).sum(), max_size))
+
+
+def sample_num_support_per_class(images_per_class: np.ndarray, num_remaining: np.ndarray, support_size: int,
+                                 min_log_weight: float, max_log_weight: float, rng) -> np.ndarray:
+    weights = images_per_class * np.exp(rng.uniform(min_log_weight, max_log_weight, size=images_per_class.shape))
+    proportions = weights / weights.sum()
+    desired = np.floor(proportions * (support_size - len(num_remaining))).astype(np.int64) + 1
+    return np.minimum(desired, num_remaining)
+
+
+class Sampler:
+    """Episodes over a split's classes. `class_sizes[i]` is the number of images of class i;
+    `superclasses` (bi-level specs) lists, per superclass, the indices of its classes."""
+
+    def __init__(self, class_sizes, config: EpisodeConfig = EpisodeConfig(), superclasses=None,
+                 source: str = "source"):
+        self.sizes = np.asarray(class_sizes, dtype=np.int64)
+        self.config, self.source = config, source
+        c, n = config, len(self.sizes)
+        self.superclasses = [np.asarray(s) for s in superclasses] if superclasses and c.num_ways is None else None
+        if c.num_ways is not None:
+            if not 2 <= c.num_ways <= n:
+                raise MetaDatasetError(f"{source}: {c.num_ways}-way episodes need between 2 and {n} (its test classes) ways")
+        elif self.superclasses is not None:
+            small = [len(s) for s in self.superclasses if len(s) < c.min_ways]
+            if small:  # the official sampler refuses these too
+                raise MetaDatasetError(f"{source}: a test superclass has {small[0]} classes, fewer than min_ways={c.min_ways}")
+        elif n < c.min_ways:
+            raise MetaDatasetError(f"{source}: the test split has {n} classes, fewer than the {c.min_ways} ways "
+                                   f"an episode needs")
+        need = 2 if c.num_support is None else c.num_support + 1
+        if n and self.sizes.min() < need:
+            raise MetaDatasetError(f"{source}: class {int(self.sizes.argmin())} of the split has {self.sizes.min()} "
+                                   f"images; episodes need at least {need} per class")
+
+    def sample_classes(self, rng) -> np.ndarray:
+        c = self.config
+        if self.superclasses is not None:
+            rng.choice([True, False], p=[1.0, 0.0])  # the official hierarchy coin: keeps the RNG stream aligned
+            members = self.superclasses[rng.choice(len(self.superclasses), 1)[0]]
+            ways = sample_num_ways(len(members), c.min_ways, c.max_ways_upper_bound, rng)
+            return members[rng.choice(len(members), ways, replace=False)]
+        ways = c.num_ways if c.num_ways is not None else sample_num_ways(len(self.sizes), c.min_ways,
+                                                                           c.max_ways_upper_bound, rng)
+        return rng.choice(len(self.sizes), ways, replace=False)
+
+    def sample_description(self, rng) -> tuple[np.ndarray, np.ndarray, int]:
+        """(classes, support shots per class, query shots per class)."""
+        c = self.config
+        classes = self.sample_classes(rng)
+        sizes = self.sizes[classes]
+        q = c.num_query if c.num_query is not None else compute_num_query(sizes, c.max_num_query, c.num_support)
+        if c.num_support is not None:
+            if np.any(c.num_support + q > sizes):
+                raise MetaDatasetError(f"{self.source}: some classes have fewer than {c.num_support} + {q} images")
+            return classes, np.full(len(classes), c.num_support), q
+        remaining = sizes - q
+        if remaining.min() < 1:
+            raise MetaDatasetError(f"{self.source}: some classes have no image left for the support set after {q} queries")
+        size = sample_support_set_size(remaining, c.max_support_size_contrib_per_class, c.max_support_set_size, rng)
+        shots = sample_num_support_per_class(sizes, remaining, size, c.min_log_weight, c.max_log_weight, rng)
+        return classes, shots, q
+
+    def sample(self, rng, class_rows) -> Episode:
+        """An episode; `class_rows[i]` holds the row indices of class i's images."""
+        classes, shots, q = self.sample_description(rng)
+        support, support_y, query, query_y = [], [], [], []
+        for label, (cls, k) in enumerate(zip(classes, shots)):
+            rows = np.asarray(class_rows[cls])
+            chosen = rows[rng.permutation(len(rows))[:k + q]]
+            support.append(chosen[:k])
+            query.append(chosen[k:])
+            support_y.append(np.full(k, label))
+            query_y.append(np.full(q, label))
+        return Episode(np.concatenate(support), np.concatenate(support_y), np.concatenate(query),
+                       np.concatenate(query_y), np.asarray(classes))

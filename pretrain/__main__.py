@@ -40,7 +40,12 @@ def main(argv=None) -> int:
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    print(f"[pretrain] final checkpoint: {final}")
+    finally:
+        from pretrain import distributed
+        main_rank = distributed.is_main()
+        distributed.shutdown()
+    if main_rank:
+        print(f"[pretrain] final checkpoint: {final}")
     return 0
 
 

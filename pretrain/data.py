@@ -194,9 +194,10 @@ class Views(Dataset):
 class EpochSampler(Sampler):
     """Permutation seeded by (seed, epoch), split into global batches, resumable anywhere.
 
-    Rank r of `world` takes the r-th slice of every global batch, so N processes see the
-    same global batches as one process (DESIGN §6). Incomplete last batches are dropped.
-    Yields (index, item_seed): augmentation is a pure function of (seed, epoch, index).
+    Rank r of `world` takes positions r, r + world, ... of every global batch, so N
+    processes see the same global batches as one process, grouped the way SplitBatchNorm
+    groups them (DESIGN §6). Incomplete last batches are dropped. Yields (index, item_seed):
+    augmentation is a pure function of (seed, epoch, index).
     """
 
     def __init__(self, n: int, batch: int, seed: int, shuffle: bool = True, rank: int = 0, world: int = 1):
@@ -217,9 +218,8 @@ class EpochSampler(Sampler):
             order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed * 7919 + self.epoch))
         else:
             order = torch.arange(self.n)
-        per = self.batch // self.world
-        mine = order[: self.steps() * self.batch].view(-1, self.world, per)[:, self.rank]
-        return mine.reshape(-1).tolist()
+        batches = order[: self.steps() * self.batch].view(self.steps(), self.batch)
+        return batches[:, self.rank::self.world].reshape(-1).tolist()
 
     def __iter__(self):
         for i in self._order()[self.start:]:

@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from pretrain import checkpoint as ckpt
 from pretrain import config as config_mod
-from pretrain import data, methods
+from pretrain import data, distributed, methods
 from pretrain.knn import features, knn_predict, topk_accuracy
 from pretrain.negatives import NegativeSampler
 from reports import records
@@ -68,31 +68,40 @@ class Trainer:
     def __init__(self, cfg, out_dir: str | os.PathLike, results_dir: str | os.PathLike | None = None):
         self.cfg, self.out = cfg, Path(out_dir)
         self.results = Path(results_dir) if results_dir else None
-        self.device = pick_device(cfg.train.device)
+        # under torchrun: one process per device, gloo on CPU, NCCL on GPUs (DESIGN §6)
+        self.device = distributed.init(cfg.train.device) or pick_device(cfg.train.device)
+        self.world, self.rank = distributed.world(), distributed.rank()
+        if cfg.optim.batch_size % self.world:
+            raise config_mod.ConfigError(f"optim.batch_size: {cfg.optim.batch_size} (the global batch) is not "
+                                         f"divisible by {self.world} processes")
         torch.manual_seed(cfg.train.seed)
         split = data.DATASETS[cfg.data.dataset][0]
         base = data.subset(data.load(cfg.data.dataset, cfg.data.root, split, cfg.data.verify_checksums), cfg.data.limit)
         self.sampler = NegativeSampler.from_config(cfg.negatives, cfg.train.seed, self.device)
         self.method = methods.build(cfg, len(base), self.sampler).to(self.device)
         views = data.Views(base, data.train_transform(cfg.data.augment, cfg.data.image_size), self.method.views)
-        self.order = data.EpochSampler(len(views), cfg.optim.batch_size, cfg.train.seed)
+        self.order = data.EpochSampler(len(views), cfg.optim.batch_size, cfg.train.seed, rank=self.rank, world=self.world)
         if self.order.steps() == 0:
             raise config_mod.ConfigError(f"optim.batch_size: {cfg.optim.batch_size} exceeds the "
                                          f"{len(views)} training images of {cfg.data.dataset}")
-        self.loader = DataLoader(views, batch_size=cfg.optim.batch_size, sampler=self.order, drop_last=True,
+        self.local_batch = cfg.optim.batch_size // self.world
+        self.loader = DataLoader(views, batch_size=self.local_batch, sampler=self.order, drop_last=True,
                                  num_workers=cfg.data.workers, pin_memory=self.device.type == "cuda",
                                  persistent_workers=cfg.data.workers > 0,
                                  # its own generator: creating an iterator must not draw from the
                                  # global RNG, or a run resumed mid-epoch would shift that stream
                                  generator=torch.Generator().manual_seed(cfg.train.seed))
+        # DDP averages gradients; buffers (banks, queues, BN statistics) are kept in step by the
+        # methods' gathered updates, so syncing them every forward would only cost bandwidth
+        self.model = (torch.nn.parallel.DistributedDataParallel(self.method, forward_sync_buffers=False)
+                      if self.world > 1 else self.method)
         params = [p for p in self.method.parameters() if p.requires_grad]
         self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                          weight_decay=cfg.optim.weight_decay)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.knn = None  # last monitor result
         self._monitor_loaders = None
-        self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "checkpoints").mkdir(exist_ok=True)
+        (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
 
     # ------------------------------------------------------------ state
     def state(self) -> dict:
@@ -127,8 +136,14 @@ class Trainer:
         self._truncate_log()
 
     def save(self) -> Path:
+        """Rank 0 writes; every rank first averages BN statistics (see distributed.average_buffers)."""
         path = self.out / "checkpoints" / f"ckpt_step{self.step:08d}.pt"
+        distributed.average_buffers(self.method)
+        if not distributed.is_main():
+            distributed.barrier()
+            return path
         ckpt.atomic_save(self.state(), path)
+        distributed.barrier()
         old = sorted(path.parent.glob("ckpt_step*.pt"), key=ckpt.checkpoint_step)
         for stale in old[: max(0, len(old) - self.cfg.train.keep_last)]:
             stale.unlink()
@@ -152,13 +167,15 @@ class Trainer:
         return self.out / "log.jsonl"
 
     def log(self, entry: dict) -> None:
+        if not distributed.is_main():
+            return
         with open(self.log_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def _truncate_log(self) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be redone),
         and a last line cut short by a kill. Rewritten atomically: a second kill loses nothing."""
-        if not self.log_path.exists():
+        if not distributed.is_main() or not self.log_path.exists():
             return
         keep = []
         for line in self.log_path.read_text().splitlines():
@@ -199,17 +216,18 @@ class Trainer:
             lr = learning_rate(cfg.optim, self.epoch)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
-            self.order.set_epoch(self.epoch, start=self.step_in_epoch * cfg.optim.batch_size)
+            self.order.set_epoch(self.epoch, start=self.step_in_epoch * self.local_batch)
             self.method.epoch_start(self.epoch)
             bar = tqdm(self.loader, total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
-                       disable=None, leave=False)
+                       disable=None if distributed.is_main() else True, leave=False)
             for views, _, index in bar:
                 progress = self.epoch + self.step_in_epoch / steps
                 views = [v.to(self.device, non_blocking=True) for v in views]
-                loss, metrics = self.method(views, index.to(self.device), progress)
-                if not torch.isfinite(loss):
+                loss, metrics = self.model(views, index.to(self.device), progress)
+                global_loss = distributed.mean(loss.item())  # NaN anywhere stops every rank
+                if not math.isfinite(global_loss):
                     good = ckpt.latest(self.out / "checkpoints")
-                    raise TrainingError(f"non-finite loss ({loss.item()}) at step {self.step} (epoch {self.epoch}); "
+                    raise TrainingError(f"non-finite loss ({global_loss}) at step {self.step} (epoch {self.epoch}); "
                                         f"last good checkpoint: {good[0] if good else 'none'}")
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -217,8 +235,8 @@ class Trainer:
                 self.method.step_end()
                 self.step += 1
                 self.step_in_epoch += 1
-                images += len(index)
-                last_loss = loss.item()
+                images += len(index) * self.world
+                last_loss = global_loss
                 bar.set_postfix(loss=f"{last_loss:.3f}")
                 if self.step % cfg.train.log_every == 0:
                     outer, inner = self.sampler.fractions(progress)
@@ -229,10 +247,14 @@ class Trainer:
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
             entry = {"step": self.step, "epoch": self.epoch, "loss": last_loss, "lr": lr}
             if cfg.train.knn_every and (self.epoch % cfg.train.knn_every == 0 or self.epoch == cfg.optim.epochs):
-                self.knn = self.monitor()
-                entry.update({f"knn_{k}": v for k, v in self.knn.items()})
+                distributed.average_buffers(self.method)
+                if distributed.is_main():
+                    self.knn = self.monitor()
+                    entry.update({f"knn_{k}": v for k, v in self.knn.items()})
+                distributed.barrier()
             self.log(entry)
-            print(f"[pretrain] {cfg.name} epoch {self.epoch}/{cfg.optim.epochs} step {self.step} "
+            if distributed.is_main():
+                print(f"[pretrain] {cfg.name} epoch {self.epoch}/{cfg.optim.epochs} step {self.step} "
                   f"loss {last_loss:.4f}" + (f" knn top1 {self.knn['top1']:.2f}" if "knn_top1" in entry else ""),
                   flush=True)
             self.save()
@@ -241,8 +263,10 @@ class Trainer:
 
     def finish(self, stats: dict) -> Path:
         """Publish final.pt (a hard link to the newest checkpoint) and the results record."""
-        newest = ckpt.latest(self.out / "checkpoints")[0]
         final = self.out / "final.pt"
+        if not distributed.is_main():
+            return final
+        newest = ckpt.latest(self.out / "checkpoints")[0]
         tmp = final.with_name(".final.pt.tmp")
         tmp.unlink(missing_ok=True)
         try:
@@ -258,6 +282,6 @@ class Trainer:
             rec = records.make(self.cfg.name, "pretrain", "pretrain", self.cfg.data.dataset, metrics,
                                config_mod.to_dict(self.cfg), checkpoint=final, seed=self.cfg.train.seed,
                                wall_s=stats["wall_s"], method=self.cfg.method.name,
-                               negatives=self.cfg.negatives.sampler, log=str(self.log_path))
+                               negatives=self.cfg.negatives.sampler, log=str(self.log_path), world_size=self.world)
             records.write(rec, self.results)
         return final

@@ -31,3 +31,18 @@ class Method(nn.Module):
 
     def step_end(self) -> None:
         pass
+
+
+def bank_logits(q: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sampler: NegativeSampler,
+                k: int, epoch: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(positive, negatives) logits (B,), (B, K) of anchors q against a memory bank: the
+    positive is the anchor's own row, K negatives come from the sampler's band.
+
+    Only the B x (K + 1) gathered rows carry gradient; the ring ranks the pool on a detached
+    B x N similarity matrix (what the official code sorts), and uniform needs none, so an
+    ImageNet-size bank costs one matmul without backward, not two with."""
+    sim = None if sampler.full else q.detach() @ rows.T
+    idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index))
+    keys = rows[torch.cat([index[:, None], idx], dim=1)]  # (B, K + 1, D)
+    logits = torch.bmm(keys, q.unsqueeze(2)).squeeze(2)
+    return logits[:, 0], logits[:, 1:]

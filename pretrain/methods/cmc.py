@@ -8,8 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from pretrain import distributed
 from pretrain.memory import MemoryBank
-from pretrain.methods.base import Method
+from pretrain.methods.base import Method, bank_logits
 from pretrain.objectives import info_nce
 
 
@@ -25,9 +26,7 @@ class CMC(Method):
         self._pending = None
 
     def _direction(self, q, bank, index, epoch):
-        sim = q @ bank.rows.T  # (B, N): see IR for why the full matrix
-        idx = self.sampler.sample(self.k, len(bank), sim.detach(), exclude=index, epoch=epoch)
-        return info_nce(sim.gather(1, index[:, None]).squeeze(1), sim.gather(1, idx), self.t)
+        return info_nce(*bank_logits(q, bank.rows, index, self.sampler, self.k, epoch), self.t)
 
     def forward(self, views, index, epoch):
         enc = self.encoder
@@ -39,7 +38,7 @@ class CMC(Method):
         return loss_l + loss_ab, {"loss_l": loss_l.item(), "loss_ab": loss_ab.item()}
 
     def step_end(self):
-        index, z_l, z_ab = self._pending
+        index, z_l, z_ab = (distributed.gather(t) for t in self._pending)  # every rank: the global batch
         self.bank_l.update(index, z_l)
         self.bank_ab.update(index, z_ab)
         self._pending = None

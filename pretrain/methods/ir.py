@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from pretrain import distributed
 from pretrain.memory import MemoryBank
-from pretrain.methods.base import Method
+from pretrain.methods.base import Method, bank_logits
 from pretrain.objectives import info_nce
 
 
@@ -21,15 +22,11 @@ class IR(Method):
 
     def forward(self, views, index, epoch):
         q = self.encoder(views[0])
-        rows = self.bank.rows
-        # all B x N similarities at once: cheaper than gathering B x K x D rows while N < K * D,
-        # and the ring needs them anyway to rank the pool
-        sim = q @ rows.T
-        idx = self.sampler.sample(self.k, len(rows), sim.detach(), exclude=index, epoch=epoch)
-        loss = info_nce(sim.gather(1, index[:, None]).squeeze(1), sim.gather(1, idx), self.t)
+        loss = info_nce(*bank_logits(q, self.bank.rows, index, self.sampler, self.k, epoch), self.t)
         self._pending = (index, q.detach())
         return loss, {}
 
     def step_end(self):
-        self.bank.update(*self._pending)
+        index, q = self._pending
+        self.bank.update(distributed.gather(index), distributed.gather(q))  # every rank: the global batch
         self._pending = None

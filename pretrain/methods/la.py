@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 
 from pretrain.kmeans import spherical_kmeans
+from pretrain import distributed
 from pretrain.memory import MemoryBank
 from pretrain.methods.base import Method
 from pretrain.objectives import aggregation_loss
@@ -48,5 +49,6 @@ class LA(Method):
         return aggregation_loss(sim, close, background, self.t), {}
 
     def step_end(self):
-        self.bank.update(*self._pending)
+        index, q = self._pending
+        self.bank.update(distributed.gather(index), distributed.gather(q))  # every rank: the global batch
         self._pending = None

@@ -6,6 +6,7 @@ import copy
 
 import torch
 
+from pretrain import distributed
 from pretrain.memory import Queue
 from pretrain.methods.base import Method
 from pretrain.objectives import info_nce
@@ -30,10 +31,12 @@ class MoCo(Method):
 
     @torch.no_grad()
     def _keys(self, x):
-        # shuffle so each SplitBatchNorm group mixes different images than the query's groups
-        perm = torch.randperm(len(x), device=x.device)
-        k = self.key_encoder(x[perm])
-        return k[torch.argsort(perm)]
+        """Shuffle-BN: the keys' BN groups (SplitBatchNorm groups on one device, the ranks
+        under DDP) hold other images than the queries' groups, so BN cannot leak the positive."""
+        x = distributed.gather(x)
+        perm = distributed.broadcast(torch.randperm(len(x), device=x.device))
+        k = distributed.gather(self.key_encoder(distributed.local(x[perm])))
+        return distributed.local(k[torch.argsort(perm)])
 
     def forward(self, views, index, epoch):
         q = self.encoder(views[0])
@@ -46,5 +49,5 @@ class MoCo(Method):
         return loss, {}
 
     def step_end(self):
-        self.queue.push(self._pending)
+        self.queue.push(distributed.gather(self._pending))
         self._pending = None

@@ -1,0 +1,91 @@
+"""python -m detection {convert,train,make-tiny,mini} ...
+
+  convert    CKPT OUT.pkl [--arch resnet50|resnet18|...|any]   checkpoint -> detectron2 weights pickle
+  train      --task coco_mask_c4|coco_mask_fpn|coco_kp_fpn|voc_c4 --weights OUT.pkl
+             [--dataset-root DIR] [--num-gpus N] [--resume] [--eval-only] [--max-iter N]
+             [--opts KEY VALUE ...] --results DIR [--run NAME]
+  make-tiny  OUT_DIR                                            the tiny COCO-format smoke dataset
+  mini       --ckpt CKPT --results DIR [--out DIR]             convert + Mask R-CNN and keypoint
+                                                                R-CNN on the tiny dataset (CPU)
+
+train and mini write one results record per task to RESULTS/<run>/detection/<task>.json; bad
+input (detectron2 missing, weights missing or not a detectron2 pickle, dataset file missing)
+is one line on stderr, exit status 2, and no record.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _train_options(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--results", default="results", help="records go to RESULTS/<run>/detection/")
+    s.add_argument("--run", help="run name in the record (default: the pretraining run's name)")
+    s.add_argument("--out", default="runs", help="detectron2's output (checkpoints, logs) goes to "
+                                                 "OUT/<run>/detection/<task>/ (default: runs)")
+    s.add_argument("--workers", type=int, help="data loader processes (default: min(4, CPUs))")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--quiet", action="store_true", help="console shows warnings only (full log in OUT/.../log.txt)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from detection.train import TASKS
+
+    p = argparse.ArgumentParser(prog="python -m detection", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    c = sub.add_parser("convert", help="checkpoint -> detectron2 weights pickle")
+    c.add_argument("ckpt", help="ringbench checkpoint, torchvision ResNet state dict or MoCo checkpoint")
+    c.add_argument("out", help="output .pkl")
+    c.add_argument("--arch", default="resnet50",
+                   choices=("resnet50", "resnet18", "resnet34", "resnet101", "resnet152", "any"),
+                   help="refuse a backbone of another architecture (default resnet50: the configs are R50)")
+    c.add_argument("--quiet", action="store_true", help="do not print the key mapping")
+    t = sub.add_parser("train", help="fine-tune and evaluate with detectron2 (MoCo protocol)")
+    t.add_argument("--task", required=True, choices=list(TASKS))
+    t.add_argument("--weights", required=True, help=".pkl written by python -m detection convert")
+    t.add_argument("--dataset-root", help="COCO: annotations/, train2017/, val2017/ (default data/coco); "
+                                          "VOC: VOC2007/, VOC2012/ (default data/voc)")
+    t.add_argument("--dataset-name", help="dataset name in the record (default: coco or voc)")
+    t.add_argument("--num-gpus", type=int, help="processes, one per GPU (default: every GPU; CPU when none)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/<run>/detection/<task>/last_checkpoint")
+    t.add_argument("--eval-only", action="store_true", help="evaluate only (with --resume: the last checkpoint)")
+    t.add_argument("--max-iter", type=int, help="override SOLVER.MAX_ITER")
+    t.add_argument("--opts", nargs=argparse.REMAINDER, default=[],
+                   help="detectron2 config overrides KEY VALUE ... (last option on the line)")
+    _train_options(t)
+    mk = sub.add_parser("make-tiny", help="write the tiny COCO-format dataset")
+    mk.add_argument("out")
+    mk.add_argument("--seed", type=int, default=0)
+    m = sub.add_parser("mini", help="convert + a few CPU iterations of Mask R-CNN and keypoint R-CNN on the tiny data")
+    m.add_argument("--ckpt", required=True)
+    m.add_argument("--max-iter", type=int, default=None, help="iterations per task (default: detection/mini.py)")
+    m.add_argument("--tasks", nargs="+", default=None, choices=["coco_mask_fpn", "coco_kp_fpn"])
+    _train_options(m)
+    return p
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from detection.errors import DetectionError
+    try:
+        if args.command == "convert":
+            from detection import convert
+            convert.convert_file(args.ckpt, args.out, args.arch, verbose=not args.quiet)
+        elif args.command == "train":
+            from detection import train
+            train.run(args)
+        elif args.command == "make-tiny":
+            from detection import tiny_coco
+            print(f"[detection] tiny COCO-format dataset -> {tiny_coco.make(args.out, args.seed)}")
+        else:
+            from detection import mini
+            mini.run(args)
+    except DetectionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -26,6 +26,7 @@ class DataConfig:
     image_size: int = 32            # crop size fed to the network
     augment: str = "moco_v2"        # moco_v2 | ring (the official Ring code's recipe) | cmc (crop + flip)
     workers: int = 2
+    gpu_augment: bool = False       # photometric augmentation batched on the training device (kornia)
     verify_checksums: bool = True   # torchvision's md5 checks; tests write tiny files and turn them off
     limit: int = 0                  # use only the first N training images (0 = all); for smoke tests
 
@@ -91,6 +92,8 @@ class TrainConfig:
     ckpt_every: int = 0             # steps between mid-epoch checkpoints (0 = epoch ends only)
     keep_last: int = 3              # checkpoints kept besides last.pt
     knn_every: int = 1              # epochs between kNN monitor evaluations (0 = off)
+    precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
+    channels_last: bool = True      # NHWC activations on CUDA (tensor-core friendly); ignored on CPU
     knn_k: int = 200
     knn_t: float = 0.07
 
@@ -112,6 +115,7 @@ CHOICES = {
     "model.arch": ("resnet18", "resnet50"),
     "model.head": ("mlp", "linear"),
     "negatives.sampler": ("uniform", "ring", "ball"),
+    "train.precision": ("auto", "fp32", "bf16"),
     "negatives.anneal.schedule": ("none", "linear", "step", "cosine", "exponential"),
     "method.name": ("ir", "moco", "simclr", "la", "cmc"),
     "optim.schedule": ("step", "cosine"),

@@ -128,21 +128,30 @@ def _finish():
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
 
 
-def train_transform(recipe: str, size: int) -> v2.Compose:
-    """One augmented view. Both recipes crop with scale (0.2, 1) as in the papers."""
+def blur_kernel(size: int) -> int:
+    """MoCo-v2's blur kernel: about 10% of the image, odd."""
+    return int(0.1 * size) // 2 * 2 + 1
+
+
+def train_transform(recipe: str, size: int, on_device: bool = False) -> v2.Compose:
+    """One augmented view. Both recipes crop with scale (0.2, 1) as in the papers.
+
+    on_device: only crop and flip here, returning uint8; pretrain.device_augment does the rest
+    of the recipe batched on the training device."""
     crop = v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True)
+    if recipe not in ("moco_v2", "ring", "cmc"):
+        raise ValueError(f"unknown augmentation recipe {recipe!r}, expected moco_v2, ring or cmc")
+    if on_device:
+        return v2.Compose([crop, v2.RandomHorizontalFlip(), v2.ToImage()])
     if recipe == "moco_v2":  # MoCo-v2 (Chen et al. 2020); blur only where images are large enough
         ops = [crop, v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
         if size >= 64:
-            k = int(0.1 * size) // 2 * 2 + 1
-            ops.append(v2.RandomApply([v2.GaussianBlur(k, sigma=(0.1, 2.0))], p=0.5))
+            ops.append(v2.RandomApply([v2.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5))
         ops.append(v2.RandomHorizontalFlip())
     elif recipe == "ring":  # the instance-discrimination recipe the official Ring code defaults to
         ops = [crop, v2.RandomGrayscale(p=0.2), v2.ColorJitter(0.4, 0.4, 0.4, 0.4), v2.RandomHorizontalFlip()]
-    elif recipe == "cmc":  # CMC: colour is what the L / ab views predict, so only crop and flip
+    else:  # cmc: colour is what the L / ab views predict, so only crop and flip
         ops = [crop, v2.RandomHorizontalFlip()]
-    else:
-        raise ValueError(f"unknown augmentation recipe {recipe!r}, expected moco_v2, ring or cmc")
     return v2.Compose(ops + _finish())
 
 

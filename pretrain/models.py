@@ -115,5 +115,14 @@ class Encoder(nn.Module):
         else:
             self.head = head(model_cfg.head, self.backbone.out_dim, model_cfg.feat_dim)
 
+        self.autocast: torch.dtype | None = None  # set by the trainer (train.precision)
+
+    def features(self, x: torch.Tensor, split: bool = False):
+        """Backbone features in float32; the backbone alone runs under autocast, so heads,
+        similarities and the ring's ranking keep float32 (bf16 would tie neighbours)."""
+        with torch.autocast(x.device.type, dtype=self.autocast or torch.bfloat16, enabled=self.autocast is not None):
+            f = self.backbone.views(x) if split else self.backbone(x)
+        return tuple(t.float() for t in f) if split else f.float()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.backbone(x)), dim=1)
+        return F.normalize(self.head(self.features(x)), dim=1)

@@ -20,7 +20,9 @@ from tqdm import tqdm
 from pretrain import checkpoint as ckpt
 from pretrain import config as config_mod
 from pretrain import data, distributed, methods
+from pretrain.device_augment import DeviceAugment
 from pretrain.knn import features, knn_predict, topk_accuracy
+from pretrain.models import Encoder
 from pretrain.negatives import NegativeSampler
 from reports import records
 
@@ -79,7 +81,11 @@ class Trainer:
         base = data.subset(data.load(cfg.data.dataset, cfg.data.root, split, cfg.data.verify_checksums), cfg.data.limit)
         self.sampler = NegativeSampler.from_config(cfg.negatives, cfg.train.seed, self.device)
         self.method = methods.build(cfg, len(base), self.sampler).to(self.device)
-        views = data.Views(base, data.train_transform(cfg.data.augment, cfg.data.image_size), self.method.views)
+        self._set_precision()
+        views = data.Views(base, data.train_transform(cfg.data.augment, cfg.data.image_size, cfg.data.gpu_augment),
+                           self.method.views)
+        self.device_augment = (DeviceAugment(cfg.data.augment, cfg.data.image_size).to(self.device)
+                               if cfg.data.gpu_augment else None)
         self.order = data.EpochSampler(len(views), cfg.optim.batch_size, cfg.train.seed, rank=self.rank, world=self.world)
         if self.order.steps() == 0:
             raise config_mod.ConfigError(f"optim.batch_size: {cfg.optim.batch_size} exceeds the "
@@ -102,6 +108,27 @@ class Trainer:
         self.knn = None  # last monitor result
         self._monitor_loaders = None
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    def _set_precision(self) -> None:
+        """bf16 autocast for the backbones (train.precision) and NHWC on CUDA."""
+        precision = self.cfg.train.precision
+        if precision == "auto":
+            precision = "bf16" if self.device.type == "cuda" else "fp32"
+        self.precision = precision
+        for enc in self.method.modules():
+            if isinstance(enc, Encoder):
+                enc.autocast = torch.bfloat16 if precision == "bf16" else None
+        self.channels_last = self.device.type == "cuda" and self.cfg.train.channels_last
+        if self.channels_last:
+            self.method.to(memory_format=torch.channels_last)
+
+    def _inputs(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
+        views = [v.to(self.device, non_blocking=True) for v in views]
+        if self.device_augment is not None:
+            views = [self.device_augment(v) for v in views]
+        if self.channels_last:
+            views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+        return views
 
     # ------------------------------------------------------------ state
     def state(self) -> dict:
@@ -206,6 +233,21 @@ class Trainer:
         return topk_accuracy(scores, query_y)
 
     # ------------------------------------------------------------ loop
+    def train_step(self, views: list[torch.Tensor], index: torch.Tensor, progress: float) -> tuple[float, dict]:
+        """One optimisation step on a local batch; returns the loss averaged over ranks."""
+        views = self._inputs(views)
+        loss, metrics = self.model(views, index.to(self.device), progress)
+        global_loss = distributed.mean(loss.item())  # NaN anywhere stops every rank
+        if not math.isfinite(global_loss):
+            good = ckpt.latest(self.out / "checkpoints")
+            raise TrainingError(f"non-finite loss ({global_loss}) at step {self.step} (epoch {self.epoch}); "
+                                f"last good checkpoint: {good[0] if good else 'none'}")
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.method.step_end()
+        return global_loss, metrics
+
     def fit(self) -> dict:
         cfg, steps = self.cfg, self.order.steps()
         start, images, last_loss = time.time(), 0, float("nan")
@@ -222,17 +264,7 @@ class Trainer:
                        disable=None if distributed.is_main() else True, leave=False)
             for views, _, index in bar:
                 progress = self.epoch + self.step_in_epoch / steps
-                views = [v.to(self.device, non_blocking=True) for v in views]
-                loss, metrics = self.model(views, index.to(self.device), progress)
-                global_loss = distributed.mean(loss.item())  # NaN anywhere stops every rank
-                if not math.isfinite(global_loss):
-                    good = ckpt.latest(self.out / "checkpoints")
-                    raise TrainingError(f"non-finite loss ({global_loss}) at step {self.step} (epoch {self.epoch}); "
-                                        f"last good checkpoint: {good[0] if good else 'none'}")
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                self.optimizer.step()
-                self.method.step_end()
+                global_loss, metrics = self.train_step(views, index, progress)
                 self.step += 1
                 self.step_in_epoch += 1
                 images += len(index) * self.world

@@ -59,11 +59,14 @@ def test_end_to_end_pipeline(tmp_path, capsys):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method,sampler", [("ir", "ring"), ("moco", "ring"), ("la", "ring")])
-def test_exact_resume_mid_epoch(tmp_path, method, sampler):
+@pytest.mark.parametrize("method,sampler,device_path", [("ir", "ring", False), ("moco", "ring", False),
+                                                        ("la", "ring", False), ("moco", "ring", True)])
+def test_exact_resume_mid_epoch(tmp_path, method, sampler, device_path):
     common = [f"method.name={method}", f"negatives.sampler={sampler}", "negatives.outer=0.5",
               "negatives.anneal.schedule=linear", "negatives.anneal.epochs=2", "model.bn_splits=2",
               "method.la_clusters=8"]
+    if device_path:  # the GPU path's pieces, on CPU: batched kornia augmentation, bf16 autocast
+        common += ["data.gpu_augment=true", "train.precision=bf16"]
     assert pretrain(tmp_path, "straight", *common) == 0
     assert pretrain(tmp_path, "interrupted", *common, "train.ckpt_every=1", "train.keep_last=100") == 0
     run = tmp_path / "runs" / "interrupted"

@@ -30,7 +30,7 @@ class CMC(Method):
 
     def forward(self, views, index, epoch):
         enc = self.encoder
-        f_l, f_ab = enc.backbone.views(views[0])
+        f_l, f_ab = enc.features(views[0], split=True)
         z_l, z_ab = F.normalize(enc.head["l"](f_l), dim=1), F.normalize(enc.head["ab"](f_ab), dim=1)
         loss_l = self._direction(z_l, self.bank_ab, index, epoch)   # L anchors, ab memories
         loss_ab = self._direction(z_ab, self.bank_l, index, epoch)  # ab anchors, L memories

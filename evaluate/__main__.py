@@ -49,8 +49,12 @@ def run(args) -> Path:
     from pretrain.train import pick_device
     from reports import records
 
+    from pretrain import distributed
+
     start = time.time()
-    device = pick_device(args.device)
+    device = distributed.init(args.device) or pick_device(args.device)
+    if not distributed.is_main() and (args.task == "knn" or args.protocol == "cached"):
+        return None  # one pass over cached features: rank 0 does it alone
     net, info = checkpoint.load_backbone(args.ckpt, args.arch)
     cfg = info["config"] or {}
     pre = cfg.get("data", {})
@@ -91,7 +95,10 @@ def run(args) -> Path:
             if not args.resume:
                 state.unlink(missing_ok=True)
             metrics = linear.full_path(sd, arch, stem, protocol, train_ds, test_ds, classes, size, native,
-                                       recipe, device, args.workers, args.seed, state=str(state))
+                                       recipe, device, args.workers, args.seed, state=str(state),
+                                       log=print if distributed.is_main() else (lambda *_: None))
+            if metrics is None:  # a rank other than 0: rank 0 writes the record
+                return None
         task, extra["protocol"] = f"linear_{protocol.name}_{name}", linear.describe(protocol)
     rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
                        wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],
@@ -109,11 +116,14 @@ def main(argv=None) -> int:
     from pretrain.checkpoint import CheckpointError
     from pretrain.config import ConfigError
     from pretrain.data import DataError
+    from pretrain import distributed
     try:
         run(args)
     except (CheckpointError, DataError, ConfigError, SanityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    finally:
+        distributed.shutdown()
     return 0
 
 

@@ -108,11 +108,16 @@ def _evaluate(net, loader, device) -> dict:
 
 def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol, train_ds, test_ds,
               num_classes: int, size: int, native: int, recipe: str, device, workers: int = 2,
-              seed: int = 0, log=print, state: str | None = None) -> dict:
+              seed: int = 0, log=print, state: str | None = None) -> dict | None:
     """Train the linear layer through the full image pipeline. With `state`, the probe is
     checkpointed atomically after every epoch and an existing state file is resumed exactly
-    (data order and augmentation are functions of seed, epoch and index)."""
+    (data order and augmentation are functions of seed, epoch and index).
+
+    Under torchrun each rank takes its share of every global batch (pretrain's layout) and
+    the linear layer's gradients are averaged, so W processes train what one does; rank 0
+    evaluates and saves, the other ranks return None."""
     from pretrain import checkpoint as ckpt
+    from pretrain import distributed
     torch.manual_seed(seed)
     net = probe_model(backbone_sd, arch, cifar_stem, num_classes).to(device)
     reference = {k: v.detach().clone() for k, v in net.state_dict().items()}
@@ -130,8 +135,10 @@ def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol
         start = saved["epoch"]
         log(f"[linear] resumed from {state} after epoch {start}")
     train = data.Views(train_ds, _train_transform(protocol, recipe, size, native))
-    order = data.EpochSampler(len(train), protocol.batch_size if len(train) >= protocol.batch_size else len(train), seed)
-    loader = DataLoader(train, batch_size=order.batch, sampler=order, num_workers=workers, drop_last=True,
+    world = distributed.world()
+    batch = min(protocol.batch_size, len(train) // world * world)
+    order = data.EpochSampler(len(train), batch, seed, rank=distributed.rank(), world=world)
+    loader = DataLoader(train, batch_size=batch // world, sampler=order, num_workers=workers, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
     test = DataLoader(data.Views(test_ds, data.eval_transform(size, native)), batch_size=256, num_workers=workers)
     for epoch in range(start, protocol.epochs):
@@ -141,17 +148,19 @@ def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol
             loss = F.cross_entropy(net(views[0].to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            distributed.average_gradients(net.fc.parameters())
             opt.step()
         sched.step()
         if epoch == start:
             check_unchanged(net, reference)
-        if state is not None:
+        if state is not None and distributed.is_main():
             ckpt.atomic_save({"fc": net.fc.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                               "rng": ckpt.rng_state(), "epoch": epoch + 1, "protocol": asdict(protocol)}, state)
+        distributed.barrier()
         if (epoch + 1) % 10 == 0 or epoch + 1 == protocol.epochs:
-            log(f"[linear] epoch {epoch + 1}/{protocol.epochs} loss {loss.item():.4f}")
+            log(f"[linear] epoch {epoch + 1}/{protocol.epochs} loss {distributed.mean(loss.item()):.4f}")
     check_unchanged(net, reference)
-    return _evaluate(net, test, device)
+    return _evaluate(net, test, device) if distributed.is_main() else None
 
 
 def fit_cached(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, weight_decay: float,

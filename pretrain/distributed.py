@@ -88,6 +88,18 @@ def average_buffers(module: torch.nn.Module) -> None:
             b.div_(world())
 
 
+@torch.no_grad()
+def average_gradients(params) -> None:
+    """Mean of each gradient over ranks: with equal local batches, the gradient of the global
+    batch's mean loss (what DDP does, for a module too small to be worth wrapping)."""
+    if world() == 1:
+        return
+    for p in params:
+        if p.grad is not None:
+            dist.all_reduce(p.grad)
+            p.grad.div_(world())
+
+
 def barrier() -> None:
     if world() > 1:
         dist.barrier()

@@ -58,3 +58,28 @@ def test_two_gloo_processes_match_one_process(tmp_path, method):
         a, b = (torch.cat([s[part][k].flatten() for k in one[part] if k not in exact] + [torch.ones(1)])
                 for s in (one, two))
         assert ((a - b).norm() / a.norm()).item() < 5e-3, part
+
+
+@pytest.mark.slow
+def test_linear_probe_two_gloo_processes_match_one_process(tmp_path):
+    """evaluate's full-path protocol under torchrun: each rank trains on its share of every
+    global batch with averaged gradients; rank 0 alone evaluates and writes the record."""
+    one, _ = run(tmp_path, "pre", "ir", 1)
+    ckpt = tmp_path / "runs" / "pre" / "final.pt"
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
+    fcs, metrics = [], []
+    for procs in (1, 2):
+        results = tmp_path / f"results{procs}"
+        launcher = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run",
+                                                        "--standalone", "--nproc_per_node", "2"]
+        out = subprocess.run(launcher + ["-m", "evaluate", "linear", "--protocol", "paper", "--epochs", "1",
+                                         "--ckpt", str(ckpt), "--results", str(results), "--workers", "0"],
+                             capture_output=True, text=True, timeout=600, env=env)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.count("[evaluate]") == 1  # one record line, from rank 0
+        fcs.append(torch.load(results / "pre" / "evaluate" / "linear_paper_photo_patches.probe.pt",
+                              weights_only=False)["fc"])
+        metrics.append(json.loads((results / "pre" / "evaluate" / "linear_paper_photo_patches.json").read_text())["metrics"])
+    for k in fcs[0]:
+        assert torch.allclose(fcs[0][k], fcs[1][k], rtol=1e-4, atol=1e-6), k
+    assert metrics[0]["top1"] == pytest.approx(metrics[1]["top1"], abs=0.1)

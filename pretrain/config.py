@@ -55,8 +55,8 @@ class NegativesConfig:
     outer: float = 0.1              # keep the closest `outer` fraction of the pool (official thres_outer)
     inner: float = 0.1              # ... minus the closest `inner` fraction of those (official thres_inner)
     num: int = 4096                 # K: negatives IR draws per anchor; MoCo uses its whole band
-    estimate: int = 0               # > 0: band edges estimated from this many sampled pool entries
-                                    # (ImageNet-scale banks); 0: exact ranks (topk)
+    estimate: int = 0               # > 0: the ring taken on a random subset of at least this many
+                                    # pool entries (ImageNet-scale banks); 0: exact ranks (topk)
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
 
 

@@ -8,9 +8,14 @@ similarity percentiles (90, 99]. `ball` is the same without the inner cut; `unif
 whole pool. The anchor's own row (`exclude`) is never in any band.
 
 Exact mode ranks with topk(hi), not a full sort. Estimated mode (`estimate = m > 0`, for
-ImageNet-scale banks) reads the band's two similarity edges off a random subsample of m pool
-entries and keeps every entry between them: a B x N comparison instead of a selection over N.
-Its percentiles are off by about sqrt(p (1 - p) / m) (0.3 points at p = 0.1, m = 16384).
+ImageNet-scale banks) works on a uniform random subset of the pool, shared by the batch and
+redrawn every step: a drawing method (IR, CMC) computes similarities to the subsample only
+(`subsample`, then `sample(..., columns=)`), takes the subsample's band, whose percentile
+edges estimate the pool's within about sqrt(p (1 - p) / m) (0.3 points at p = 0.1,
+m = 16384), and draws K distinct subsample entries from it. The subsample grows to 2K / (band
+fraction) entries so the band holds twice K, so its cost is set by K, not by the pool size.
+A masking method (MoCo, SimCLR, LA) already has every similarity: `mask` keeps the entries
+between edges read off m sampled columns, a B x N comparison instead of a selection over N.
 """
 from __future__ import annotations
 
@@ -84,10 +89,10 @@ class NegativeSampler:
 
     @torch.no_grad()
     def band(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:
-        """Pool indices (B, hi - lo) of each anchor's band, most similar first.
+        """Pool indices (B, hi - lo) of each anchor's band, in no particular order.
 
-        topk(hi) instead of a full sort: only the top `outer` fraction is ever needed.
-        """
+        An unsorted topk(hi) instead of a full sort (only the top `outer` fraction is ever
+        needed), then the `lo` closest of those dropped: a second, hi-sized selection."""
         sim = sim.float()
         n = sim.shape[1]
         if exclude is not None:
@@ -95,7 +100,12 @@ class NegativeSampler:
             sim.scatter_(1, exclude.view(-1, 1), float("-inf"))  # ranks last, never reached
             n -= 1
         lo, hi = band_limits(n, *self.fractions(epoch))
-        return sim.topk(hi, dim=1, sorted=True).indices[:, lo:hi]
+        values, index = sim.topk(hi, dim=1, sorted=False)
+        if lo == 0:
+            return index
+        keep = torch.ones_like(index, dtype=torch.bool)
+        keep.scatter_(1, values.topk(lo, dim=1, sorted=False).indices, False)
+        return index[keep].view(len(index), hi - lo)
 
     def _estimating(self, n: int) -> bool:
         return 0 < self.estimate < n
@@ -122,34 +132,27 @@ class NegativeSampler:
     def _in_band(self, values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         return (values >= low[:, None]) & (values < high[:, None])
 
-    @torch.no_grad()
-    def _sample_estimated(self, k, sim, exclude, epoch, draw):
-        """Uniform draws from the estimated band by rejection: a fixed number of uniform
-        proposals (the same count on every rank keeps the generators in step), the first K
-        accepted kept; a row short of K repeats its accepted draws, and a row with none (only
-        when the band is empty in the pool) takes the exact band."""
-        low, high = self.edges(sim, exclude, epoch)
+    def subsample(self, n: int, k: int, epoch: float = 0.0) -> torch.Tensor | None:
+        """Estimated mode: pool columns (a uniform random subset) that a drawing method computes
+        similarities to before `sample(..., columns=)`; None in exact mode or for a small pool.
+        Drawn from the sampler's generator, so every rank draws the same columns."""
+        if self.full or not self._estimating(n):
+            return None
         outer, inner = self.fractions(epoch)
-        frac = max(outer * (1.0 - inner), 1.0 / sim.shape[1])
-        proposals = draw(sim.shape[1], int(math.ceil(2.0 * k / frac)) + 64).to(sim.device)
-        ok = self._in_band(sim.gather(1, proposals).float(), low, high)
-        if exclude is not None:
-            ok &= proposals != exclude.view(-1, 1)
-        # positions of accepted proposals first, in proposal order (stable sort on ~ok)
-        order = torch.sort((~ok).to(torch.uint8), dim=1, stable=True).indices
-        count = ok.sum(1, keepdim=True)
-        pick = order.gather(1, torch.arange(k, device=sim.device)[None, :] % count.clamp_min(1))
-        idx = proposals.gather(1, pick)
-        empty = count.squeeze(1) == 0
-        if empty.any():
-            band = self.band(sim[empty], exclude[empty] if exclude is not None else None, epoch)
-            idx[empty] = band[:, torch.arange(k, device=band.device) % band.shape[1]]
-        return idx
+        size = max(self.estimate, math.ceil(2 * k / (outer * (1.0 - inner))))
+        if size >= n:
+            return None  # a subsample as large as the pool: rank the pool itself
+        # without replacement: K draws from its band are then K distinct pool entries
+        return torch.randperm(n, generator=self.generator, device=self.generator.device)[:size]
 
     @torch.no_grad()
     def sample(self, k: int, pool_size: int, sim: torch.Tensor | None = None,
-               exclude: torch.Tensor | None = None, epoch: float = 0.0, batch: int | None = None) -> torch.Tensor:
-        """K negatives per anchor drawn uniformly with replacement from its band: (B, K).
+               exclude: torch.Tensor | None = None, epoch: float = 0.0, batch: int | None = None,
+               columns: torch.Tensor | None = None) -> torch.Tensor:
+        """K negatives per anchor from its band, as pool indices (B, K): drawn uniformly with
+        replacement in exact mode; with `columns` (from `subsample`; sim then holds only those
+        columns) the first K of the subsample's band in subsample order, i.e. K distinct
+        subsample entries, uniform over the band because the columns are.
 
         Under DDP every rank draws the whole global batch's positions from the same generator
         and keeps its own rows, so the draws do not depend on the number of processes."""
@@ -164,10 +167,20 @@ class NegativeSampler:
                 return draw(pool_size)
             idx = draw(pool_size - 1)
             return idx + (idx >= exclude.view(-1, 1)).long()  # skip the anchor's own row
-        if self._estimating(sim.shape[1]):
-            return self._sample_estimated(k, sim, exclude, epoch, draw)
+        if columns is not None:
+            return self._sample_subsample(k, sim, exclude, epoch, columns.to(sim.device))
         band = self.band(sim, exclude, epoch)
         return band.gather(1, draw(band.shape[1]).to(band.device))
+
+    @torch.no_grad()
+    def _sample_subsample(self, k, sim, exclude, epoch, columns):
+        sim = sim.float()
+        if exclude is not None:  # the anchor's own row, wherever the subsample drew it, ranks last
+            sim = sim.masked_fill(columns[None, :] == exclude.view(-1, 1), float("-inf"))
+        # the band's positions in subsample order: the subsample is a random permutation of the
+        # pool, so its first K band positions are a uniform K-subset of the band (short: repeat)
+        band = self.band(sim, epoch=epoch).sort(dim=1).values
+        return columns[band[:, torch.arange(k, device=sim.device) % band.shape[1]]]
 
     @torch.no_grad()
     def mask(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:

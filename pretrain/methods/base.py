@@ -39,10 +39,12 @@ def bank_logits(q: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sample
     positive is the anchor's own row, K negatives come from the sampler's band.
 
     Only the B x (K + 1) gathered rows carry gradient; the ring ranks the pool on a detached
-    B x N similarity matrix (what the official code sorts), and uniform needs none, so an
-    ImageNet-size bank costs one matmul without backward, not two with."""
-    sim = None if sampler.full else q.detach() @ rows.T
-    idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index))
+    B x N similarity matrix (what the official code sorts), or in estimated mode on B x S
+    against a random subsample, and uniform needs none: an ImageNet-size bank costs at most
+    one matmul without backward, not two with."""
+    cols = sampler.subsample(len(rows), k, epoch)  # estimated mode: a shared subsample, not the bank
+    sim = None if sampler.full else q.detach() @ (rows if cols is None else rows[cols]).T
+    idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols)
     keys = rows[torch.cat([index[:, None], idx], dim=1)]  # (B, K + 1, D)
     logits = torch.bmm(keys, q.unsqueeze(2)).squeeze(2)
     return logits[:, 0], logits[:, 1:]

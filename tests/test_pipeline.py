@@ -114,6 +114,22 @@ def test_bad_inputs_fail_fast_with_one_line_and_no_record(tmp_path, capsys):
     assert evaluate_main(["knn", "--ckpt", str(bad), "--dataset", "photo_patches", "--results", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
     assert "corrupt or truncated checkpoint" in err and str(bad) in err and err.count("\n") == 1
+    assert pretrain(tmp_path, "bad", "optim.epochs=ten") == 2  # wrong type
+    err = capsys.readouterr().err
+    assert "key 'optim.epochs': expected an integer" in err and err.count("\n") == 1
+    cifar = tmp_path / "cifar-10-batches-py"  # right directory, wrong format inside
+    cifar.mkdir()
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch", "batches.meta"]:
+        (cifar / name).write_bytes(b"not a pickle")
+    assert pretrain(tmp_path, "bad", "data.dataset=cifar10", f"data.root={tmp_path}", "data.verify_checksums=false") == 2
+    err = capsys.readouterr().err
+    assert "cannot read cifar10" in err and err.count("\n") == 1
+    import torchvision  # a checkpoint of another architecture than the one asked for
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), tmp_path / "r18.pt")
+    assert evaluate_main(["knn", "--ckpt", str(tmp_path / "r18.pt"), "--arch", "resnet50", "--dataset", "photo_patches",
+                          "--results", str(tmp_path / "results")]) == 2
+    err = capsys.readouterr().err
+    assert "holds a resnet18 backbone, but resnet50 was requested" in err and err.count("\n") == 1
     assert not (tmp_path / "results").exists()
 
 

@@ -218,6 +218,18 @@ def _loggers(output_dir: str, quiet: bool) -> None:
                 h.setLevel(logging.WARNING)
 
 
+def _divergence(exc: BaseException) -> str | None:
+    """detectron2 signals a diverged run with FloatingPointError, which a hook (PreciseBN) may
+    then mask with an error of its own: look along the exception chain."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, FloatingPointError):
+            return str(exc).splitlines()[0] if str(exc) else "non-finite values"
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 def worker(opts: dict) -> None:
     """One process (of `launch`): build, train and/or evaluate; rank 0 writes the record."""
     import detectron2
@@ -248,7 +260,14 @@ def worker(opts: dict) -> None:
     else:
         trainer = Trainer(cfg)
         trainer.resume_or_load(resume=opts["resume"])
-        trainer.train()
+        try:
+            trainer.train()
+        except Exception as exc:
+            diverged = _divergence(exc)
+            if diverged is None:
+                raise
+            raise DetectionError(f"{opts['task']}: training diverged by iteration {trainer.iter} ({diverged}); "
+                                 f"no record written; a lower SOLVER.BASE_LR may help") from None
         # DefaultTrainer.train() returns the results only when TEST.EXPECTED_RESULTS is set;
         # its EvalHook keeps those of the final evaluation here. trainer.iter == MAX_ITER now.
         results, iterations = getattr(trainer, "_last_eval_results", {}), trainer.iter

@@ -309,6 +309,22 @@ def test_c4_trains_evaluates_and_resumes_through_the_train_command(tmp_path, cap
 
 # ------------------------------------------------------------------------ failures
 
+def test_diverging_training_is_one_line_exit_2_and_no_record(tmp_path, capsys):
+    pytest.importorskip("detectron2")
+    root = tiny_coco.make(tmp_path / "tiny")
+    path, _ = ckpt(tmp_path, "resnet18")
+    convert.convert_file(path, tmp_path / "w.pkl", expect="any", verbose=False)
+    small = ["MODEL.ROI_HEADS.NUM_CLASSES", "4", "INPUT.MIN_SIZE_TRAIN", "(120,)", "INPUT.MAX_SIZE_TRAIN", "160",
+             "SOLVER.IMS_PER_BATCH", "2", "SOLVER.BASE_LR", "1e8", "SOLVER.WARMUP_ITERS", "0",
+             "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE", "16"]
+    assert main(["train", "--task", "coco_mask_fpn", "--weights", str(tmp_path / "w.pkl"), "--dataset-root", str(root),
+                 "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results"), "--workers", "0",
+                 "--max-iter", "5", "--quiet", "--opts", *small]) == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.startswith("error: coco_mask_fpn: training diverged by iteration") and "BASE_LR" in err
+    assert not (tmp_path / "results").exists()
+
+
 def test_missing_detectron2_is_one_line_and_no_record(tmp_path, capsys, monkeypatch):
     real_import = builtins.__import__
 

@@ -7,10 +7,13 @@
 #   bash run_all.sh --profile paper --data-root DIR   # paper-scale configs on real data (GPU)
 #
 # Options: --profile mini|paper, --data-root DIR, --out DIR (default: work/<profile>),
-#          --resume (continue interrupted runs from their newest valid checkpoint).
+#          --resume (continue interrupted runs from their newest valid checkpoint),
+#          --jobs N (configs run at once, each with its share of the CPU threads; default:
+#          2 for mini where there are 2+ cores, 1 for paper, whose runs each take the GPUs).
+#          Each config's output goes to OUT/logs/<name>.log; its results are printed at its end.
 #
 # mini: the 10 offline runs (5 methods x uniform/ring, photo_patches), cached linear probe,
-#       kNN, the mini Meta-Dataset (100 episodes per source), and 20 CPU iterations of Mask
+#       kNN, the mini Meta-Dataset (50 episodes per source), and 20 CPU iterations of Mask
 #       R-CNN and Keypoint R-CNN (R18-FPN) for the IR and MoCo runs, the toy MI. Smoke numbers,
 #       not a benchmark.
 # paper: the paper presets; Meta-Dataset records are read from DATA_ROOT/metadataset (official
@@ -20,24 +23,27 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-profile=mini data_root=data out="" resume=() resume_d2=()
+profile=mini data_root=data out="" resume=() resume_d2=() jobs=""
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --profile) profile="$2"; shift 2 ;;
     --data-root) data_root="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
     --resume) resume=(--resume auto) resume_d2=(--resume); shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    --jobs) jobs="$2"; shift 2 ;;
+    -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
 case "$profile" in
-  mini) linear_protocol=cached episodes=100 ;;
-  paper) linear_protocol=paper episodes=600
+  mini) linear_protocol=cached episodes=50 cores=$(nproc)
+        jobs="${jobs:-$(( cores >= 2 ? 2 : 1 ))}" ;;
+  paper) linear_protocol=paper episodes=600 jobs="${jobs:-1}"
          [[ -d "$data_root" ]] || { echo "run_all.sh: --data-root '$data_root' is not a directory" >&2; exit 2; } ;;
   *) echo "run_all.sh: unknown profile '$profile' (expected mini or paper)" >&2; exit 2 ;;
 esac
 out="${out:-work/$profile}"
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "run_all.sh: --jobs '$jobs' is not a positive integer" >&2; exit 2; }
 
 bash scripts/setup_env.sh
 py=.venv/bin/python
@@ -47,11 +53,9 @@ if [[ "$profile" == mini ]]; then
   records="$out/metadataset"
   "$py" -m metadataset build-mini "$records"
 fi
-for config in configs/"$profile"/*.yaml; do
-  name=$("$py" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$config")
-  echo "=== $name ($config)"
+run_config() {  # every stage for one config, in order
+  local config="$1" name="$2" ckpt="$out/runs/$2/final.pt"
   "$py" -m pretrain --config "$config" --data-root "$data_root" --out "$out/runs" --results "$out/results" "${resume[@]}"
-  ckpt="$out/runs/$name/final.pt"
   "$py" -m evaluate linear --protocol "$linear_protocol" --ckpt "$ckpt" --data-root "$data_root" --results "$out/results"
   "$py" -m evaluate knn --ckpt "$ckpt" --data-root "$data_root" --results "$out/results"
   if [[ -d "$records" ]]; then
@@ -66,14 +70,58 @@ for config in configs/"$profile"/*.yaml; do
       "$py" -m detection mini --ckpt "$ckpt" --out "$out/runs" --results "$out/results" --max-iter 20 --quiet ;;
     esac
   elif [[ "$name" == *imagenet* && -d "$data_root/coco" ]]; then  # the paper transfers its ImageNet runs
-    weights="$out/runs/$name/detection/weights.pkl"
+    local weights="$out/runs/$name/detection/weights.pkl" task
     "$py" -m detection convert "$ckpt" "$weights"
     for task in coco_mask_fpn coco_kp_fpn; do  # C4 needs a bottleneck R50; the presets are R18
       "$py" -m detection train --task "$task" --weights "$weights" --dataset-root "$data_root/coco" \
         --num-gpus "${NUM_GPUS:-1}" --out "$out/runs" --results "$out/results" --run "$name" "${resume_d2[@]}"
     done
   fi
+}
+
+finish() {  # wait for one config's job; print its results lines, or its log's tail if it failed
+  local pid="$1" name="$2" log="$out/logs/$2.log"
+  if wait "$pid"; then
+    echo "=== $name done ($log)"
+    grep -E '^\[(pretrain|evaluate|detection)\] .*(top1|AP)|^\[metadataset\] (linear|episodic) ' "$log" || true
+  else
+    echo "run_all.sh: $name failed; the end of $log:" >&2
+    tail -n 15 "$log" >&2
+    failed+=("$name")
+  fi
+}
+
+# Configs run `jobs` at a time, each writing its own log (on CPU, two 1-thread processes
+# outrun one 2-thread process: the mini stages are small and partly serial). With one job at
+# a time the output is also shown as it comes.
+mkdir -p "$out/logs"
+threads=$(( $(nproc) / jobs )); (( threads >= 1 )) || threads=1
+pids=() names=() failed=() next=0
+for config in configs/"$profile"/*.yaml; do
+  name=$("$py" -c "import yaml,sys; print(yaml.safe_load(open(sys.argv[1]))['name'])" "$config")
+  echo "=== $name ($config)"
+  if (( jobs == 1 )); then
+    set +e
+    ( set -e; run_config "$config" "$name" ) 2>&1 | tee "$out/logs/$name.log"
+    status=${PIPESTATUS[0]}
+    set -e
+    (( status == 0 )) || { echo "run_all.sh: $name failed (exit $status); log: $out/logs/$name.log" >&2; failed+=("$name"); }
+    continue
+  fi
+  ( export OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
+    run_config "$config" "$name" ) > "$out/logs/$name.log" 2>&1 &
+  pids+=($!) names+=("$name")
+  while (( $(jobs -rp | wc -l) >= jobs )); do sleep 1; done  # at the limit: wait for a free slot
+  running=$(jobs -rp)  # ($(...) sees this shell's jobs; a bare pipeline would not)
+  while (( next < ${#pids[@]} )) && ! grep -qx "${pids[$next]}" <<< "$running"; do  # report finished ones, in order
+    finish "${pids[$next]}" "${names[$next]}"; next=$((next + 1))
+  done
 done
+for (( ; next < ${#pids[@]}; next++ )); do finish "${pids[$next]}" "${names[$next]}"; done
+if (( ${#failed[@]} )); then
+  echo "run_all.sh: failed: ${failed[*]} (the other runs' results are in $out/results)" >&2
+  exit 1
+fi
 "$py" -m pretrain.toy_mi --results "$out/results" --out "$out/toy_mi"  # NCE vs CNCE, known true MI
 "$py" -m reports --results "$out/results" --out "$out/report"
 echo "run_all.sh: profile $profile finished in $(( $(date +%s) - start )) s (after set-up)"

@@ -232,7 +232,9 @@ def metadataset(md: pd.DataFrame) -> list[Table]:
         if proto == "linear":
             what = "linear probe per domain on frozen features (the paper's transfer protocol)"
         elif proto == "episodic":
-            what = f"official episodic evaluation, {head or 'unnamed'} head (test classes, 600 episodes per domain)"
+            counts = sorted({int(e) for e in sub["episodes"].dropna()})
+            episodes = ("episodes per domain: " + ", ".join(map(str, counts))) if counts else "episodes not recorded"
+            what = f"official episodic evaluation, {head or 'unnamed'} head (test classes, {episodes})"
         else:
             what = " ".join(p for p in (proto, head) if p)
         name = "metadataset_" + "_".join(p for p in (proto, head) if p)

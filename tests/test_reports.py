@@ -130,13 +130,14 @@ def test_metadataset_reader_accepts_the_documented_variants():
 
 def test_metadataset_tables_label_protocols_and_give_95_intervals():
     recs = [stage_rec(f"u{s}", "metadataset", "episodic_prototype_aircraft", "aircraft",
-                      {"top1": 40.0 + 2 * s, "ci95": 0.9}, seed=s) for s in (0, 1)]
-    recs += [stage_rec("r", "metadataset", "episodic_prototype_aircraft", "aircraft", {"top1": 45.0, "ci95": 0.7},
-                       neg="ring"),
+                      {"top1": 40.0 + 2 * s, "ci95": 0.9, "episodes": 600}, seed=s) for s in (0, 1)]
+    recs += [stage_rec("r", "metadataset", "episodic_prototype_aircraft", "aircraft",
+                       {"top1": 45.0, "ci95": 0.7, "episodes": 50}, neg="ring"),
              stage_rec("r", "metadataset", "linear_omniglot", "omniglot", {"top1": 90.0}, neg="ring")]
     made = tables.metadataset(frames.metadataset(recs))
     assert [t.name for t in made] == ["metadataset_linear", "metadataset_episodic_prototype"]
     assert "linear probe" in made[0].title and "episodic" in made[1].title and "prototype" in made[1].title
+    assert "episodes per domain: 50, 600" in made[1].title  # what the records say, not a constant
     d = made[1].display.set_index("domain")
     assert list(d.index[:9]) == list(frames.DOMAINS)  # every domain of the paper, missing ones as '—'
     assert d.loc["aircraft", "IR"] == "41.00 ± 12.71 (n=2)"   # t(0.975, 1) * 1.414 / sqrt(2)

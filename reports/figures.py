@@ -85,7 +85,9 @@ def toy_mi(toy: pd.DataFrame, path: Path) -> Path | None:
     """Bias and std of the MI estimate against the ring width (outer 1 = NCE, uniform)."""
     if toy.empty:
         return None
-    long = toy.melt(id_vars=["run", "true_mi", "outer"], value_vars=["bias", "std"], var_name="stat")
+    stats = ["bias", "std"] + (["std_negatives"] if toy["std_negatives"].notna().any() else [])
+    long = toy.melt(id_vars=["run", "true_mi", "outer"], value_vars=stats, var_name="stat")
+    long["stat"] = long["stat"].map({"bias": "bias", "std": "std over repeats", "std_negatives": "std from negatives"})
     long["true MI (nats)"] = [f"{x:.3f}" for x in long["true_mi"]]
     with sns.axes_style(**STYLE):
         g = sns.relplot(data=long, kind="line", x="outer", y="value", col="stat", hue="true MI (nats)",

@@ -187,7 +187,8 @@ def toy_mi(records: list[dict]) -> pd.DataFrame:
                      "cnce@0.1/mean": .., ...}}
 
     One row per estimator: ring width (outer fraction; 1.0 = NCE, uniform negatives), mean,
-    std and bias (mean - true MI) of the estimate in nats. "estimates" wins; without it the
+    std (over repeats), bias (mean - true MI) and, where recorded, std_negatives (the part of
+    the spread that comes from sampling negatives) of the estimate in nats. "estimates" wins; without it the
     flat metrics are parsed ("<estimator>/<stat>", width from "cnce@<outer>").
     """
     rows = []
@@ -200,7 +201,7 @@ def toy_mi(records: list[dict]) -> pd.DataFrame:
             by_name: dict[str, dict] = {}
             for key, value in m.items():
                 name, _, stat = key.rpartition("/")
-                if name and stat in ("mean", "std", "bias"):
+                if name and stat in ("mean", "std", "bias", "std_negatives"):
                     by_name.setdefault(name, {"estimator": name})[stat] = value
             estimates = list(by_name.values())
         n_before = len(rows)
@@ -214,7 +215,8 @@ def toy_mi(records: list[dict]) -> pd.DataFrame:
             if math.isnan(outer) or math.isnan(mean):
                 continue
             rows.append({**identity(r), "true_mi": true, "estimator": name, "outer": outer,
-                         "mean": mean, "std": number(e.get("std")), "bias": bias})
+                         "mean": mean, "std": number(e.get("std")), "bias": bias,
+                         "std_negatives": number(e.get("std_negatives"))})
         if len(rows) == n_before:
             skip(r, "toy MI record without estimates (estimator, outer, mean)")
-    return pd.DataFrame(rows, columns=IDENTITY + ["true_mi", "estimator", "outer", "mean", "std", "bias"])
+    return pd.DataFrame(rows, columns=IDENTITY + ["true_mi", "estimator", "outer", "mean", "std", "bias", "std_negatives"])

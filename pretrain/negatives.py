@@ -13,7 +13,8 @@ redrawn every step: a drawing method (IR, CMC) computes similarities to the subs
 (`subsample`, then `sample(..., columns=)`), takes the subsample's band, whose percentile
 edges estimate the pool's within about sqrt(p (1 - p) / m) (0.3 points at p = 0.1,
 m = 16384), and draws K distinct subsample entries from it. The subsample grows to 2K / (band
-fraction) entries so the band holds twice K, so its cost is set by K, not by the pool size.
+fraction) entries so the band holds twice K: the similarities it costs are set by K, not by
+the pool size (only drawing the subset, a randperm, touches all N indices).
 A masking method (MoCo, SimCLR, LA) already has every similarity: `mask` keeps the entries
 between edges read off m sampled columns, a B x N comparison instead of a selection over N.
 """

@@ -53,7 +53,7 @@ def _photo(name: str) -> np.ndarray:
     path = (_package_file("sklearn", "datasets", "images", name) if name.endswith(".jpg")
             else _package_file("skimage", "data", FILES[name]))
     with Image.open(path) as f:
-        img = Image.fromarray(np.ascontiguousarray(np.asarray(f.convert("RGBA") if f.mode == "P" else f)[..., :3]))
+        img = f.convert("RGB")
     scale = SHORT_SIDE / min(img.size)
     return np.asarray(img.resize((round(img.width * scale), round(img.height * scale)), Image.BICUBIC))
 

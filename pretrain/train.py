@@ -114,7 +114,6 @@ class Trainer:
         precision = self.cfg.train.precision
         if precision == "auto":
             precision = "bf16" if self.device.type == "cuda" else "fp32"
-        self.precision = precision
         for enc in self.method.modules():
             if isinstance(enc, Encoder):
                 enc.autocast = torch.bfloat16 if precision == "bf16" else None

@@ -169,8 +169,6 @@ def test_bank_logits_never_ranks_the_whole_bank_in_estimated_mode():
     """IR at ImageNet scale: the B x N similarity matrix is never formed."""
     from pretrain.methods.base import bank_logits
 
-    class Rows(torch.Tensor):  # a bank that records the shape of every matmul against it
-        pass
     rows = torch.nn.functional.normalize(torch.randn(100_000, 16), dim=1)
     q = torch.nn.functional.normalize(torch.randn(8, 16), dim=1)
     s = NegativeSampler("ring", 0.1, 0.1, seed=0, estimate=2048)

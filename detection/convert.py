@@ -60,7 +60,7 @@ def infer_arch(sd: dict) -> str | None:
 def source_backbone(path: str | os.PathLike) -> tuple[dict, dict]:
     """(torchvision-named backbone state dict, provenance) of a supported checkpoint."""
     from pretrain import checkpoint
-    from reports.records import sha256
+    from pretrain.records import sha256
 
     try:
         payload = checkpoint.read(path)

@@ -238,7 +238,7 @@ def worker(opts: dict) -> None:
     from detectron2.engine import default_setup
     from detectron2.utils import comm
 
-    from reports import records
+    from pretrain import records
 
     _loggers(str(opts["output_dir"]), opts["quiet"])
     register(opts["task"], opts["sets"])
@@ -278,18 +278,19 @@ def worker(opts: dict) -> None:
         raise DetectionError(f"{opts['task']}: the evaluation returned no AP (results: {dict(results)})")
     info = opts["provenance"]
     pre = info.get("config") or {}
+    done = f"{iterations} of {cfg.SOLVER.MAX_ITER} iterations" if iterations is not None else "evaluation only"
+    setting = (f"{TASKS[opts['task']].config}, {done} at batch {cfg.SOLVER.IMS_PER_BATCH}, base lr "
+               f"{cfg.SOLVER.BASE_LR:g}, backbone norm {cfg.MODEL.RESNETS.NORM}, on {opts['dataset_name']}")
     rec = records.make(
         opts["run"], "detection", opts["task"], opts["dataset_name"], metrics, pre, checkpoint=opts["weights"],
         seed=cfg.SEED, wall_s=time.time() - opts["start"], arch=opts["arch"], norm=cfg.MODEL.RESNETS.NORM,
         norm_warning=norm_warning, world_size=comm.get_world_size(), device=cfg.MODEL.DEVICE,
-        eval_only=opts["eval_only"], iterations=iterations, max_iter=cfg.SOLVER.MAX_ITER,
+        eval_only=opts["eval_only"], iterations=iterations, max_iter=cfg.SOLVER.MAX_ITER, setting=setting,
         ims_per_batch=cfg.SOLVER.IMS_PER_BATCH, per_class=per_class,
         evaluator="PascalVOCDetectionEvaluator" if opts["task"] == "voc_c4" else "COCOEvaluator (pycocotools COCOeval)",
         protocol_config=TASKS[opts["task"]].config, detectron2_config=yaml.safe_load(cfg.dump()),
         output_dir=cfg.OUTPUT_DIR, detectron2_version=detectron2.__version__,
-        source_checkpoint=info.get("source"), source_sha256=info.get("source_sha256"),
-        method=pre.get("method", {}).get("name"), negatives=pre.get("negatives", {}).get("sampler"),
-        pretrain_dataset=pre.get("data", {}).get("dataset"))
+        source_checkpoint=info.get("source"), source_sha256=info.get("source_sha256"))
     path = records.write(rec, opts["results"])
     shown = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in metrics.items()
                       if k.endswith(("/AP", "/AP50")))
@@ -334,7 +335,7 @@ def run(args) -> Path:
 
     # one process (CPU or one GPU): worker runs here; several GPUs: one process per GPU
     launch(worker, max(num_gpus, 1), dist_url="auto", args=(opts,))
-    from reports import records
+    from pretrain import records
 
     path = records.path_for(args.results, {"run": run_name, "stage": "detection", "task": args.task})
     if not path.is_file() or path.stat().st_mtime < start:

@@ -33,6 +33,8 @@ def _parser() -> argparse.ArgumentParser:
             s.add_argument("--epochs", type=int, help="override the protocol's epochs (L-BFGS iterations for cached)")
             s.add_argument("--resume", action="store_true",
                            help="paper/moco: continue from the probe state saved after each epoch")
+            s.add_argument("--state-dir", help="paper/moco: where the probe state (the linear layer, saved after "
+                                               "each epoch) goes (default: CKPT's folder/probe)")
         else:
             s.add_argument("--k", type=int, default=200)
             s.add_argument("--t", type=float, default=0.07)
@@ -47,7 +49,7 @@ def run(args) -> Path:
     from pretrain import checkpoint, data
     from pretrain.knn import features, knn_predict, topk_accuracy
     from pretrain.train import pick_device
-    from reports import records
+    from pretrain import records
 
     from pretrain import distributed
 
@@ -81,7 +83,10 @@ def run(args) -> Path:
         bank, bank_y = cache(train_ds, True)
         query, query_y = cache(test_ds, True)
         metrics = topk_accuracy(knn_predict(query, bank, bank_y, classes, args.k, args.t), query_y)
-        task, extra["knn"] = f"knn_{name}", {"k": args.k, "t": args.t, "weighting": "exp(cos/t)"}
+        extra["knn"] = {"k": args.k, "t": args.t, "weighting": "exp(cos/t)"}
+        extra["evaluation"], extra["setting"] = "knn", (f"weighted kNN, k={args.k}, t={args.t:g}, weights exp(cos/t), "
+                                                        f"on unaugmented frozen features; train split as the bank")
+        task = f"knn_k{args.k}_t{args.t:g}_{name}"
     else:
         protocol = linear.with_epochs(linear.PROTOCOLS[args.protocol], args.epochs)
         if protocol.name == "cached":
@@ -91,7 +96,7 @@ def run(args) -> Path:
         else:
             sd, arch, stem, _ = checkpoint.backbone_state(checkpoint.read(args.ckpt), args.ckpt)
             recipe = pre.get("augment", "moco_v2")
-            state = Path(args.results) / run_name / "evaluate" / f"linear_{protocol.name}_{name}.probe.pt"
+            state = Path(args.state_dir or Path(args.ckpt).parent / "probe") / f"{linear.task_name(protocol)}_{name}.pt"
             if not args.resume:
                 state.unlink(missing_ok=True)
             metrics = linear.full_path(sd, arch, stem, protocol, train_ds, test_ds, classes, size, native,
@@ -99,12 +104,11 @@ def run(args) -> Path:
                                        log=print if distributed.is_main() else (lambda *_: None))
             if metrics is None:  # a rank other than 0: rank 0 writes the record
                 return None
-        task, extra["protocol"] = f"linear_{protocol.name}_{name}", linear.describe(protocol)
+        task, extra["protocol"] = f"{linear.task_name(protocol)}_{name}", linear.describe(protocol)
+        extra["evaluation"], extra["setting"] = f"linear_{protocol.name}", extra["protocol"]["setting"]
     rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
                        wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],
-                       image_size=size, method=cfg.get("method", {}).get("name"),
-                       negatives=cfg.get("negatives", {}).get("sampler"),
-                       pretrain_dataset=pre.get("dataset"), **extra)
+                       image_size=size, **extra)
     path = records.write(rec, args.results)
     print(f"[evaluate] {task} {run_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
     return path

@@ -1,11 +1,12 @@
-"""Linear evaluation of a frozen backbone (DESIGN §5).
+"""Linear evaluation of a frozen backbone (docs/design.md §5).
 
-Protocols (recorded in the results record):
-  paper   official Ring code: SGD lr 0.01, wd 1e-5, 100 epochs, pretraining augmentations
-  moco    MoCo: SGD lr 30, wd 0, lr x0.1 at epochs 60 and 80, RandomResizedCrop + flip
+Protocols (each record says exactly what ran: `setting`, and whose recipe it `follows`):
+  paper   the official Ring code's settings: SGD lr 0.01, wd 1e-5, 100 epochs, pretraining
+          augmentations
+  moco    MoCo's: SGD lr 30, wd 0, lr x0.1 at epochs 60 and 80, RandomResizedCrop + flip
   cached  features computed once without augmentation; a multinomial logistic regression
-          trained to convergence on them with L-BFGS. Minutes instead of hours; not the
-          paper protocol, and its record says so.
+          trained to convergence on them with L-BFGS. Minutes instead of hours; a fast proxy,
+          not a published protocol, and its record says so.
 
 The full-path protocols enforce MoCo's sanity checks: only fc.* is missing when the
 backbone is loaded, only the linear layer is optimised, the backbone is in eval mode
@@ -37,13 +38,16 @@ class Protocol:
     augment: str = "none"  # pretrain | crop_flip | none
     batch_size: int = 256
     momentum: float = 0.9
-    paper_protocol: bool = True
+    follows: str = ""  # whose recipe these settings are
 
 
 PROTOCOLS = {
-    "paper": Protocol("paper", lr=0.01, weight_decay=1e-5, epochs=100, augment="pretrain"),
-    "moco": Protocol("moco", lr=30.0, weight_decay=0.0, epochs=100, milestones=[60, 80], augment="crop_flip"),
-    "cached": Protocol("cached", lr=1.0, weight_decay=1e-5, epochs=300, augment="none", paper_protocol=False),
+    "paper": Protocol("paper", lr=0.01, weight_decay=1e-5, epochs=100, augment="pretrain",
+                      follows="the official Ring code's linear evaluation"),
+    "moco": Protocol("moco", lr=30.0, weight_decay=0.0, epochs=100, milestones=[60, 80], augment="crop_flip",
+                     follows="MoCo's linear evaluation (He et al. 2020)"),
+    "cached": Protocol("cached", lr=1.0, weight_decay=1e-5, epochs=300, augment="none",
+                       follows="no published protocol: a fast proxy"),
 }
 
 
@@ -197,11 +201,33 @@ def cached(train_x, train_y, test_x, test_y, num_classes: int, protocol: Protoco
         return topk_accuracy(layer(test_x), test_y)
 
 
+def setting(protocol: Protocol) -> str:
+    """Exactly what ran, in one line (records and table titles)."""
+    p = protocol
+    if p.name == "cached":
+        return (f"logistic regression by L-BFGS ({p.epochs} iterations, wd {p.weight_decay:g}) on cached, "
+                f"unaugmented, standardised features of the frozen backbone")
+    train = {"pretrain": "the pretraining augmentations", "crop_flip": "random-resized crop + flip"}[p.augment]
+    steps = f", lr x0.1 at epochs {', '.join(map(str, p.milestones))}" if p.milestones else ""
+    return (f"SGD lr {p.lr:g}, momentum {p.momentum:g}, wd {p.weight_decay:g}{steps}, {p.epochs} epochs, "
+            f"batch {p.batch_size}, trained on {train}; frozen backbone and BN statistics")
+
+
+def task_name(protocol: Protocol) -> str:
+    """'linear_paper_e100', 'linear_cached_i300': the settings that change the result are in the
+    record's name, so another setting adds a record instead of replacing one."""
+    return f"linear_{protocol.name}_{'i' if protocol.name == 'cached' else 'e'}{protocol.epochs}"
+
+
 def describe(protocol: Protocol) -> dict:
     d = asdict(protocol)
+    default = PROTOCOLS[protocol.name]
+    if protocol != default:  # e.g. fewer epochs: no longer the recipe it started from
+        d["follows"] = f"{default.follows}, with epochs {default.epochs} -> {protocol.epochs}"
+    d["paper_protocol"] = protocol == PROTOCOLS["paper"]  # the paper's settings, unmodified
+    d["setting"] = setting(protocol)
     if protocol.name == "cached":
-        d.update(optimizer="lbfgs", note="features cached once without augmentation; `epochs` = L-BFGS "
-                 "iterations; not the paper protocol")
+        d.update(optimizer="lbfgs", note="`epochs` = L-BFGS iterations")
     return d
 
 

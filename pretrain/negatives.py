@@ -1,11 +1,12 @@
 """Negative samplers (uniform, ring, ball) and the annealing schedules of the ring's outer edge.
 
-Semantics follow the official Ring code (DESIGN §3): rank the pool by similarity to the
-anchor, descending; keep ranks [lo, hi) with hi = round(outer * n) and lo = round(inner * hi)
-("dynamic inner": the inner cut is a fraction of the outer ball). With the defaults
-outer = inner = 0.1 that is the band between the top 1% and the top 10% of the pool, i.e.
-similarity percentiles (90, 99]. `ball` is the same without the inner cut; `uniform` is the
-whole pool. The anchor's own row (`exclude`) is never in any band.
+Semantics follow the official Ring code (docs/design.md §3): rank the pool by similarity to
+the anchor, descending; keep ranks [lo, hi) with hi = int(outer * n) and lo = int(inner * hi),
+truncated as the official code does ("dynamic inner": the inner cut is a fraction of the
+outer ball). n = 4096 gives [40, 409). With the defaults outer = inner = 0.1 that is the band
+between the top 1% and the top 10% of the pool. `ball` is the same without the inner cut;
+`uniform` is the whole pool. The anchor's own row (`exclude`) is never in any band and does
+not count in n.
 
 Exact mode ranks with topk(hi), not a full sort. Estimated mode (`estimate = m > 0`, for
 ImageNet-scale banks) works on a uniform random subset of the pool, shared by the batch and
@@ -30,10 +31,16 @@ SCHEDULES = ("none", "linear", "step", "cosine", "exponential")
 KINDS = ("uniform", "ring", "ball")
 
 
+class EmptyBandError(RuntimeError):
+    """Some anchor has no negative at all: its loss would be silently zero."""
+
+
 def band_limits(n: int, outer: float, inner: float) -> tuple[int, int]:
-    """Rank range [lo, hi) of the band in a pool of n candidates (official rounding)."""
-    hi = min(n, max(1, round(outer * n)))
-    lo = min(round(inner * hi), hi - 1)
+    """Rank range [lo, hi) of the band in a pool of n candidates, truncated as the official
+    code does: hi = int(outer * n), lo = int(inner * hi). One deviation: where outer * n < 1
+    the official band is empty; here it keeps the closest candidate (docs/design.md §3)."""
+    hi = min(n, max(1, int(outer * n)))
+    lo = int(inner * hi)  # < hi for inner < 1
     return lo, hi
 
 
@@ -65,6 +72,8 @@ class NegativeSampler:
                  estimate: int = 0):
         if kind not in KINDS:
             raise ValueError(f"unknown negative sampler {kind!r}, expected one of {KINDS}")
+        if not (0.0 < outer <= 1.0 and 0.0 <= inner < 1.0):
+            raise ValueError(f"ring fractions must satisfy 0 < outer <= 1 and 0 <= inner < 1, got {outer}, {inner}")
         self.kind, self.outer_final, self.inner, self.estimate = kind, outer, inner, estimate
         self.schedule = dict(schedule=schedule, epochs=anneal_epochs, start=anneal_start,
                              steps=anneal_steps, decay=anneal_decay)
@@ -125,10 +134,14 @@ class NegativeSampler:
             own = cols.to(sim.device)[None, :] == exclude.view(-1, 1)
             sub = sub.masked_fill(own, float("-inf"))
             m -= 1  # (a drawn own row, if any, sits last: it cannot reach rank hi)
-        lo, hi = band_limits(m, *self.fractions(epoch))
+        outer, inner = self.fractions(epoch)
+        lo, hi = band_limits(m, outer, inner)
         top = sub.topk(hi, dim=1, sorted=True).values
         high = top[:, lo - 1] if lo > 0 else torch.full_like(top[:, 0], float("inf"))
-        return top[:, hi - 1], high
+        # a band that reaches the bottom of the pool (outer = 1, where every anneal starts) has
+        # no low edge: reading one off the sample would drop the pool's least similar rows
+        low = top[:, hi - 1] if outer < 1.0 else torch.full_like(top[:, 0], float("-inf"))
+        return low, high
 
     def _in_band(self, values: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         return (values >= low[:, None]) & (values < high[:, None])
@@ -176,28 +189,59 @@ class NegativeSampler:
     @torch.no_grad()
     def _sample_subsample(self, k, sim, exclude, epoch, columns):
         sim = sim.float()
-        if exclude is not None:  # the anchor's own row, wherever the subsample drew it, ranks last
-            sim = sim.masked_fill(columns[None, :] == exclude.view(-1, 1), float("-inf"))
-        # the band's positions in subsample order: the subsample is a random permutation of the
-        # pool, so its first K band positions are a uniform K-subset of the band (short: repeat)
-        band = self.band(sim, epoch=epoch).sort(dim=1).values
-        return columns[band[:, torch.arange(k, device=sim.device) % band.shape[1]]]
+        if exclude is None:
+            own = torch.zeros_like(sim, dtype=torch.bool)
+        else:  # the anchor's own row, wherever the subsample drew it, ranks last ...
+            own = columns[None, :] == exclude.view(-1, 1)
+            sim = sim.masked_fill(own, float("-inf"))
+        band = self.band(sim, epoch=epoch)
+        # ... which a band reaching the bottom (outer = 1) still holds: drop it there
+        valid = ~own.gather(1, band)
+        count = valid.sum(1, keepdim=True)
+        if not count.all():
+            raise EmptyBandError(f"estimated ring: no candidate left in the band of {int((count == 0).sum())} "
+                                 f"anchor(s) (subsample of {sim.shape[1]})")
+        # the band's valid positions in subsample order (invalid ones last): the subsample is a
+        # random permutation of the pool, so its first K band positions are a uniform K-subset
+        # of the band (a band shorter than K repeats)
+        band = torch.where(valid, band, sim.shape[1]).sort(dim=1).values
+        pick = torch.arange(k, device=sim.device)[None, :] % count
+        return columns[band.gather(1, pick)]
 
     @torch.no_grad()
     def mask(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:
-        """Boolean (B, N) mask of the band: True where a pool entry is a negative."""
+        """Boolean (B, N) mask of the band: True where a pool entry is a negative. Raises
+        EmptyBandError where some anchor would have no negative (its loss would be zero)."""
         if self.full:
             m = torch.ones_like(sim, dtype=torch.bool)
             if exclude is not None:
                 m.scatter_(1, exclude.view(-1, 1), False)
-            return m
-        if self._estimating(sim.shape[1]):
-            m = self._in_band(sim.float(), *self.edges(sim, exclude, epoch))
-            if exclude is not None:
-                m.scatter_(1, exclude.view(-1, 1), False)
-            return m
-        m = torch.zeros_like(sim, dtype=torch.bool)
-        return m.scatter_(1, self.band(sim, exclude, epoch), True)
+        elif self._estimating(sim.shape[1]):
+            m = self._estimated_mask(sim.float(), exclude, epoch)
+        else:
+            m = torch.zeros_like(sim, dtype=torch.bool).scatter_(1, self.band(sim, exclude, epoch), True)
+        if not m.any(1).all():
+            rows = (~m.any(1)).nonzero().flatten().tolist()
+            raise EmptyBandError(f"the negative band is empty for anchor(s) {rows[:8]} of {len(m)} "
+                                 f"(pool of {sim.shape[1]}, outer/inner {self.fractions(epoch)})")
+        return m
+
+    def _estimated_mask(self, sim: torch.Tensor, exclude: torch.Tensor | None, epoch: float) -> torch.Tensor:
+        m = self._in_band(sim, *self.edges(sim, exclude, epoch))
+        if exclude is not None:
+            m.scatter_(1, exclude.view(-1, 1), False)
+        # Ties break estimated edges: with a large share of the pool tied, both edges can land
+        # on the tied value (an empty band) or one edge on it (a band holding all the ties).
+        # A row whose band size is off by more than 2x (about 25 standard errors at m = 16384)
+        # falls back to exact rank selection, which breaks ties by index.
+        lo, hi = band_limits(sim.shape[1] - (exclude is not None), *self.fractions(epoch))
+        count = m.sum(1)
+        off = (2 * count < hi - lo) | (count > 2 * (hi - lo))
+        if off.any():
+            rows = off.nonzero().flatten()
+            exact = self.band(sim[rows], None if exclude is None else exclude[rows], epoch)
+            m[rows] = torch.zeros_like(m[rows]).scatter_(1, exact, True)
+        return m
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

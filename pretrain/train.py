@@ -23,8 +23,8 @@ from pretrain import data, distributed, methods
 from pretrain.device_augment import DeviceAugment
 from pretrain.knn import features, knn_predict, topk_accuracy
 from pretrain.models import Encoder
-from pretrain.negatives import NegativeSampler
-from reports import records
+from pretrain.negatives import EmptyBandError, NegativeSampler
+from pretrain import records
 
 # keys that may differ between a checkpoint and the command that resumes it
 RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "train.keep_last",
@@ -235,11 +235,15 @@ class Trainer:
     def train_step(self, views: list[torch.Tensor], index: torch.Tensor, progress: float) -> tuple[float, dict]:
         """One optimisation step on a local batch; returns the loss averaged over ranks."""
         views = self._inputs(views)
-        loss, metrics = self.model(views, index.to(self.device), progress)
+        where = f"step {self.step + 1} (epoch {self.epoch + 1})"  # counted from 1, as the progress lines
+        try:
+            loss, metrics = self.model(views, index.to(self.device), progress)
+        except EmptyBandError as exc:  # a zero loss that looks like a converged one: never train on it
+            raise TrainingError(f"{exc} at {where}") from None
         global_loss = distributed.mean(loss.item())  # NaN anywhere stops every rank
         if not math.isfinite(global_loss):
             good = ckpt.latest(self.out / "checkpoints")
-            raise TrainingError(f"non-finite loss ({global_loss}) at step {self.step} (epoch {self.epoch}); "
+            raise TrainingError(f"non-finite loss ({global_loss}) at {where}; "
                                 f"last good checkpoint: {good[0] if good else 'none'}")
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -312,7 +316,6 @@ class Trainer:
                 metrics.update({f"knn_{k}": v for k, v in self.knn.items()})
             rec = records.make(self.cfg.name, "pretrain", "pretrain", self.cfg.data.dataset, metrics,
                                config_mod.to_dict(self.cfg), checkpoint=final, seed=self.cfg.train.seed,
-                               wall_s=stats["wall_s"], method=self.cfg.method.name,
-                               negatives=self.cfg.negatives.sampler, log=str(self.log_path), world_size=self.world)
+                               wall_s=stats["wall_s"], log=str(self.log_path), world_size=self.world)
             records.write(rec, self.results)
         return final

@@ -32,7 +32,7 @@ def _save(fig, path: Path) -> Path:
 
 def hue_order(df: pd.DataFrame) -> list[str]:
     """Models in the tables' row order (IR, IR + Ring, MoCo, ...), so colours match across figures."""
-    return [tables.model_name(m, s) for m, s, delta in tables.model_rows(df) if not delta]
+    return [label for (m, s, delta), label in tables.row_labels(df).items() if not delta]
 
 
 def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1") -> Path | None:
@@ -41,12 +41,12 @@ def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1")
     d = numbers[numbers["delta"].astype(bool) & (numbers["metric"] == metric)] if not numbers.empty else numbers
     if d.empty:
         return None
-    d = d.assign(model=[tables.model_name(m, s) for m, s in zip(d["method"], d["negatives"])])
+    d = d.assign(model=[tables.model_name(m, s, b) for m, s, b in zip(d["method"], d["negatives"], d["baseline"])])
     with sns.axes_style(**STYLE):
         g = sns.catplot(data=d, kind="bar", x="dataset", y="mean", hue="model", hue_order=hue_order(d), col="eval",
                         col_wrap=min(2, d["eval"].nunique()), height=3.2, aspect=1.3, sharex=False)
         g.refline(y=0, color="k", linewidth=0.8)
-        g.set_axis_labels("", f"{metric} (points): sampler − uniform")
+        g.set_axis_labels("", f"{metric} (points): sampler − baseline")
         g.set_titles("{col_name}")
         g.figure.suptitle("Difference Ring makes over the base method (mean over seeds)", y=1.03)
     return _save(g.figure, path)
@@ -67,7 +67,7 @@ def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
     long = long.dropna(subset=["epoch", "value"])
     if long.empty:
         return None
-    long["model"] = [tables.model_name(m, s) for m, s in zip(long["method"], long["negatives"])]
+    long["model"] = [tables.model_name(m, s, b) for m, s, b in zip(long["method"], long["negatives"], long["baseline"])]
     rows = [m for m in ("loss", "kNN top-1 (%)") if m in set(long["metric"])]
     with sns.axes_style(**STYLE):
         # markers only on the sparse kNN points (a 200-epoch loss curve has thousands)
@@ -82,22 +82,31 @@ def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
 
 
 def toy_mi(toy: pd.DataFrame, path: Path) -> Path | None:
-    """Bias and std of the MI estimate against the ring width (outer 1 = NCE, uniform)."""
+    """Bias and std of the CNCE estimate against the ring width; NCE (uniform negatives) as a
+    dashed reference line, not a point at outer 1 (where a ring with an inner cut also sits)."""
     if toy.empty:
         return None
-    stats = ["bias", "std"] + (["std_negatives"] if toy["std_negatives"].notna().any() else [])
-    long = toy.melt(id_vars=["run", "true_mi", "outer"], value_vars=stats, var_name="stat")
-    long["stat"] = long["stat"].map({"bias": "bias", "std": "std over repeats", "std_negatives": "std from negatives"})
-    long["true MI (nats)"] = [f"{x:.3f}" for x in long["true_mi"]]
+    stats = {"bias": "bias", "std": "std over repeats", "std_negatives": "std from negatives"}
+    if toy["std_negatives"].isna().all():
+        del stats["std_negatives"]
+    ring, nce = toy[toy["estimator"] != "nce"], toy[toy["estimator"] == "nce"]
     with sns.axes_style(**STYLE):
-        g = sns.relplot(data=long, kind="line", x="outer", y="value", col="stat", hue="true MI (nats)",
-                        marker="o", errorbar="sd", height=3, aspect=1.2, facet_kws={"sharey": False})
-        g.set(xscale="log")
-        g.axes_dict["bias"].axhline(0, color="k", linewidth=0.8)
-        g.set_axis_labels("ring outer fraction", "nats")
-        g.set_titles("{col_name} of the estimate")
-        g.figure.suptitle("Toy MI: CNCE (Ring) vs. NCE (outer fraction 1 = uniform negatives)", y=1.04)
-    return _save(g.figure, path)
+        fig, axes = plt.subplots(1, len(stats), figsize=(3.8 * len(stats), 3.2), squeeze=False, layout="constrained")
+        for ax, (key, label) in zip(axes[0], stats.items()):
+            for i, (true, sub) in enumerate(ring.groupby("true_mi")):
+                colour = sns.color_palette()[i % 10]
+                mean = sub.groupby("outer")[key].agg(["mean", "std"]).reset_index()
+                ax.errorbar(mean["outer"], mean["mean"], yerr=mean["std"].fillna(0), marker="o", color=colour,
+                            label=f"CNCE, true MI {true:.3f}")
+                ref = nce.loc[nce["true_mi"] == true, key]
+                if not ref.empty:
+                    ax.axhline(ref.mean(), color=colour, linestyle="--", linewidth=1, label=f"NCE, true MI {true:.3f}")
+            if key == "bias":
+                ax.axhline(0, color="k", linewidth=0.8)
+            ax.set(xscale="log", xlabel="ring outer fraction", ylabel="nats", title=f"{label} of the estimate")
+        axes[0][0].legend(fontsize="small")
+        fig.suptitle("Toy MI: CNCE (Ring) at each ring width vs. NCE (uniform negatives, dashed)", y=1.04)
+    return _save(fig, path)
 
 
 def anneal(pre: pd.DataFrame, logs: pd.DataFrame, path: Path) -> Path | None:

@@ -14,11 +14,14 @@ import warnings
 
 import pandas as pd
 
-from reports.records import ReportWarning
+from pretrain.records import ReportWarning
 
-IDENTITY = ["run", "method", "negatives", "seed", "wall_s", "peak_rss_mb", "peak_cuda_mb"]
+IDENTITY = ["run", "method", "negatives", "baseline", "seed", "wall_s", "peak_rss_mb", "peak_cuda_mb"]
+# Records written before they named the method's baseline sampler: every method's baseline
+# was uniform negatives except Local Aggregation's (its k nearest bank rows, `ball`).
+LEGACY_BASELINES = {"la": "ball"}
 
-# DESIGN §5: the nine Meta-Dataset domains of the paper's transfer table, in its order
+# docs/design.md §5: the nine Meta-Dataset domains of the paper's transfer table, in its order
 DOMAINS = ("aircraft", "cu_birds", "dtd", "fungi", "mscoco", "omniglot", "quickdraw", "traffic_sign", "vgg_flower")
 IOU_TYPES = ("bbox", "segm", "keypoints")
 AP_KEYS = ("AP", "AP50", "AP75")
@@ -43,10 +46,12 @@ def identity(r: dict) -> dict:
     cfg = r.get("config") if isinstance(r.get("config"), dict) else {}
     section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
     seed = section("train").get("seed", r.get("seed"))  # the pretraining seed is what varies a run
+    method = r.get("method") or section("method").get("name") or "?"
     return {
         "run": r["run"],
-        "method": r.get("method") or section("method").get("name") or "?",
+        "method": method,
         "negatives": r.get("negatives") or section("negatives").get("sampler") or "?",
+        "baseline": r.get("baseline_sampler") or LEGACY_BASELINES.get(method, "uniform"),
         "seed": seed,
         "wall_s": number(r.get("wall_s")),
         "peak_rss_mb": number(r.get("peak_rss_mb")),
@@ -57,20 +62,41 @@ def identity(r: dict) -> dict:
 def evaluations(records: list[dict]) -> pd.DataFrame:
     """stage "evaluate" (evaluate/__main__.py), one row per record.
 
-    Expected: task "<eval>_<dataset>" (eval: linear_paper, linear_moco, linear_cached, knn),
-    dataset = the evaluation dataset, optional pretrain_dataset, metrics {"top1", "top5"}.
+    Expected: task "<variant>_<dataset>" (variant: the evaluation and the settings that change
+    its result, e.g. linear_paper_e100, linear_cached_i300, knn_k200_t0.07; older records:
+    linear_paper, knn), "evaluation" (linear_paper, linear_moco, linear_cached, knn), "setting"
+    (one line: exactly what ran), dataset = the evaluation dataset, optional pretrain_dataset,
+    metrics {"top1", "top5"}.
     """
     rows = []
     for r in records:
         if r.get("stage") != "evaluate":
             continue
+        variant = r["task"].rsplit("_" + r["dataset"], 1)[0]  # e.g. linear_paper_e100, knn_k200_t0.07
         rows.append({**identity(r), "dataset": r["dataset"],
                      "pretrain_dataset": r.get("pretrain_dataset") or r["dataset"],
-                     "eval": r["task"].rsplit("_" + r["dataset"], 1)[0],
+                     "eval": r.get("evaluation") or re.sub(r"_(e|i|k)\d.*$", "", variant), "variant": variant,
+                     "setting": r.get("setting") or _legacy_setting(r), "changed": _changed(r),
                      "top1": number(r["metrics"].get("top1")), "top5": number(r["metrics"].get("top5"))})
-    columns = ["run", "method", "negatives", "dataset", "eval", "top1", "top5", "seed",
-               "pretrain_dataset", "wall_s", "peak_rss_mb", "peak_cuda_mb"]
+    columns = ["run", "method", "negatives", "baseline", "dataset", "eval", "variant", "setting", "changed", "top1", "top5",
+               "seed", "pretrain_dataset", "wall_s", "peak_rss_mb", "peak_cuda_mb"]
     return pd.DataFrame(rows, columns=columns)
+
+
+def _changed(r: dict) -> str:
+    """'epochs 100 -> 1' where the record's protocol departs from the recipe it is named after."""
+    follows = r.get("protocol", {}).get("follows", "") if isinstance(r.get("protocol"), dict) else ""
+    return follows.split(", with ", 1)[1] if ", with " in str(follows) else ""
+
+
+def _legacy_setting(r: dict) -> str:
+    """What an evaluate record written before records carried `setting` says it ran."""
+    p, knn = r.get("protocol"), r.get("knn")
+    if isinstance(knn, dict):
+        return f"weighted kNN, k={knn.get('k')}, t={knn.get('t')}"
+    if isinstance(p, dict):
+        return ", ".join(f"{k} {p[k]}" for k in ("optimizer", "lr", "weight_decay", "epochs", "augment") if k in p)
+    return "settings not recorded"
 
 
 def pretraining(records: list[dict]) -> pd.DataFrame:
@@ -129,10 +155,15 @@ def metadataset(records: list[dict]) -> pd.DataFrame:
         if math.isnan(top1):
             skip(r, "Meta-Dataset record without a numeric metrics.top1")
             continue
+        detail = r.get("protocol") if isinstance(r.get("protocol"), dict) else {}
         rows.append({**identity(r), "protocol": proto, "head": head or "", "domain": domain, "top1": top1,
                      "ci95": number(_first(m, "ci95", "ci", "ci_95", "conf95")),
-                     "episodes": number(_first(m, "episodes") or r.get("episodes"))})
-    return pd.DataFrame(rows, columns=IDENTITY + ["protocol", "head", "domain", "top1", "ci95", "episodes"])
+                     "episodes": number(_first(m, "episodes") or r.get("episodes")),
+                     "setting": str(detail.get("setting") or ""),
+                     "not_official": proto == "episodic" and detail.get("official") is False
+                     and detail.get("mode") != "fixed"})
+    return pd.DataFrame(rows, columns=IDENTITY + ["protocol", "head", "domain", "top1", "ci95", "episodes", "setting",
+                                                  "not_official"])
 
 
 def _flatten(metrics: dict, prefix: str = "") -> dict:
@@ -166,11 +197,11 @@ def detection(records: list[dict]) -> pd.DataFrame:
             iou = "keypoints" if iou == "keypoint" else iou
             if iou in IOU_TYPES and ap in AP_KEYS and not math.isnan(number(value)):
                 rows.append({**identity(r), "task": r["task"], "dataset": r["dataset"],
-                             "metric": f"{iou} {ap}", "value": number(value)})
+                             "setting": str(r.get("setting") or ""), "metric": f"{iou} {ap}", "value": number(value)})
                 found += 1
         if not found:
             skip(r, "detection record without numeric bbox/segm/keypoints AP, AP50 or AP75 metrics")
-    return pd.DataFrame(rows, columns=IDENTITY + ["task", "dataset", "metric", "value"])
+    return pd.DataFrame(rows, columns=IDENTITY + ["task", "dataset", "setting", "metric", "value"])
 
 
 _CNCE = re.compile(r"^cnce@(?P<outer>[0-9.eE+-]+)$")
@@ -201,7 +232,7 @@ def toy_mi(records: list[dict]) -> pd.DataFrame:
             by_name: dict[str, dict] = {}
             for key, value in m.items():
                 name, _, stat = key.rpartition("/")
-                if name and stat in ("mean", "std", "bias", "std_negatives"):
+                if name and stat in ("mean", "std", "bias", "std_negatives", "harder"):
                     by_name.setdefault(name, {"estimator": name})[stat] = value
             estimates = list(by_name.values())
         n_before = len(rows)
@@ -215,8 +246,10 @@ def toy_mi(records: list[dict]) -> pd.DataFrame:
             if math.isnan(outer) or math.isnan(mean):
                 continue
             rows.append({**identity(r), "true_mi": true, "estimator": name, "outer": outer,
+                         "inner": number(e.get("inner", 0.0 if name == "nce" else math.nan)),
                          "mean": mean, "std": number(e.get("std")), "bias": bias,
-                         "std_negatives": number(e.get("std_negatives"))})
+                         "std_negatives": number(e.get("std_negatives")), "harder": number(e.get("harder"))})
         if len(rows) == n_before:
             skip(r, "toy MI record without estimates (estimator, outer, mean)")
-    return pd.DataFrame(rows, columns=IDENTITY + ["true_mi", "estimator", "outer", "mean", "std", "bias", "std_negatives"])
+    return pd.DataFrame(rows, columns=IDENTITY + ["true_mi", "estimator", "outer", "inner", "mean", "std", "bias",
+                                                  "std_negatives", "harder"])

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.records import ReportWarning
+from pretrain.records import ReportWarning
 
 COLUMNS = ["run", "step", "epoch", "loss", "knn_top1", "outer", "step_line"]  # step_line: not an epoch line
 
@@ -68,7 +68,8 @@ def training_logs(pre: pd.DataFrame, results: Path) -> pd.DataFrame:
             continue
         df = read(path, r["run"])
         if not df.empty:
-            frames.append(df.assign(method=r["method"], negatives=r["negatives"], dataset=r["dataset"], seed=r["seed"]))
+            frames.append(df.assign(method=r["method"], negatives=r["negatives"], baseline=r["baseline"],
+                                    dataset=r["dataset"], seed=r["seed"]))
     if not frames:
-        return pd.DataFrame(columns=COLUMNS + ["method", "negatives", "dataset", "seed"])
+        return pd.DataFrame(columns=COLUMNS + ["method", "negatives", "baseline", "dataset", "seed"])
     return pd.concat(frames, ignore_index=True)

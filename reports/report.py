@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import figures, frames, logs, records, render, tables
-from reports.records import ReportWarning
+from pretrain import records
+from reports import figures, frames, logs, render, tables
+from pretrain.records import ReportWarning
 
-MAIN_NOTE = ("Columns are mean accuracy over runs per negative sampler; `ring − uniform` is the difference "
-             "Ring makes. `eval` names the protocol (`linear_cached` is not the paper protocol; "
-             "`linear_paper` is).")
+MAIN_NOTE = ("Per method: `baseline negatives` is the sampler of the original method (uniform; LA's own "
+             "4,096-nearest-row background), `baseline` its mean accuracy over runs, then each other sampler's "
+             "mean and its difference to the baseline. `eval` names the evaluation and the settings that change "
+             "its result (`linear_paper_e100`: the official Ring code's linear probe, 100 epochs; "
+             "`linear_cached_i300`: a fast proxy on cached features, not a published protocol; `knn_k200_t0.07`).")
 
 
 class Report:
@@ -54,7 +57,7 @@ def main_table(evals: pd.DataFrame, metric: str) -> tables.Table:
     """The long Ring vs. uniform table (method x dataset x eval), also as files."""
     df = tables.ring_vs_baseline(evals, metric)
     display = df.astype(object).map(lambda v: tables.DASH if pd.isna(v) else f"{v:.2f}" if isinstance(v, float) else str(v))
-    return tables.Table(f"main_{metric}", f"Ring vs. uniform negatives ({metric} accuracy, %)", MAIN_NOTE, display, df)
+    return tables.Table(f"main_{metric}", f"Ring vs. each method's own negatives ({metric} accuracy, %)", MAIN_NOTE, display, df)
 
 
 def compose(results: Path, out: Path) -> Report:

@@ -8,6 +8,7 @@ are averaged: mean ± std over seeds, with the number of runs.
 from __future__ import annotations
 
 import math
+import zlib
 from dataclasses import dataclass
 
 import pandas as pd
@@ -16,18 +17,18 @@ from scipy import stats as sps
 from reports import frames
 from reports.frames import evaluations  # noqa: F401  (kept importable from here)
 
-BASELINE = "uniform"
+BASELINE = "uniform"  # the default baseline sampler; records name each method's own (LA: ball)
 DASH = "—"
 PAPER_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet")  # the paper's column order
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "imagenet": "ImageNet",
                  "imagenet100": "ImageNet-100"}
 METHOD_NAMES = {"ir": "IR", "moco": "MoCo", "cmc": "CMC", "simclr": "SimCLR", "la": "LA"}
-SAMPLER_NAMES = {"ring": "Ring", "ball": "Ball"}
+SAMPLER_NAMES = {"ring": "Ring", "ball": "Ball", "uniform": "Uniform (whole pool)"}
 EVAL_ORDER = ("linear_paper", "linear_moco", "linear_cached", "knn")
-EVAL_TITLES = {"linear_paper": "Linear evaluation, paper protocol (official Ring code)",
-               "linear_moco": "Linear evaluation, MoCo protocol",
-               "linear_cached": "Linear evaluation on cached features (fast path, not the paper protocol)",
-               "knn": "Weighted kNN on frozen features"}
+EVAL_TITLES = {"linear_paper": "Linear probe with the official Ring code's settings",
+               "linear_moco": "Linear probe with MoCo's settings",
+               "linear_cached": "Linear probe on cached features (a fast proxy, not a published protocol)",
+               "knn": "Weighted kNN"}
 SPREAD_NOTE = ("Cells are mean ± std over seeds (n = number of runs) where several runs exist; a bare "
                "value is a single run; — = no record.")
 
@@ -53,10 +54,11 @@ def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
-def model_name(method: str, sampler: str) -> str:
-    """'IR' for uniform negatives (the base method), 'IR + Ring' otherwise."""
+def model_name(method: str, sampler: str, baseline: str = BASELINE) -> str:
+    """'IR' for the method's own negatives (its baseline sampler), 'IR + Ring' otherwise; LA
+    with the whole bank as background is 'LA + Uniform (whole pool)', not LA."""
     base = method_name(method)
-    return base if sampler == BASELINE else f"{base} + {SAMPLER_NAMES.get(sampler, sampler)}"
+    return base if sampler == baseline else f"{base} + {SAMPLER_NAMES.get(sampler, sampler)}"
 
 
 def delta_name(method: str, sampler: str) -> str:
@@ -90,10 +92,11 @@ def over_seeds(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
 
 
 def with_deltas(s: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Add a row per non-baseline sampler: sampler mean − baseline mean (difference of the means
-    over seeds; its std is not defined for unpaired seeds, so it has none)."""
-    base = s[s["negatives"] == BASELINE].set_index(["method"] + keys)["mean"]
-    other = s[s["negatives"] != BASELINE].set_index(["method"] + keys)
+    """Add a row per non-baseline sampler: sampler mean − the method's baseline mean (difference
+    of the means over seeds; its std is not defined for unpaired seeds, so it has none)."""
+    is_base = s["negatives"] == s["baseline"]
+    base = s[is_base].set_index(["method"] + keys)["mean"]
+    other = s[~is_base].set_index(["method"] + keys)
     if base.empty or other.empty:
         return s.assign(delta=False).astype({"n": "Int64"})
     d = other.assign(mean=other["mean"] - base.reindex(other.index).values, std=math.nan, n=math.nan)
@@ -102,19 +105,27 @@ def with_deltas(s: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out.astype({"n": "Int64"})  # counts stay integers in the CSV; a Δ row has none
 
 
+def baselines(df: pd.DataFrame) -> dict:
+    """method -> its baseline sampler, as the records name it."""
+    return dict(zip(df["method"], df["baseline"]))
+
+
 def model_rows(df: pd.DataFrame) -> list[tuple[str, str, bool]]:
     """(method, sampler, is_delta) in the paper's row order: IR, IR + Ring, Δ Ring (IR), MoCo, ..."""
-    out = []
+    out, bases = [], baselines(df)
     for method in ordered(df["method"], METHOD_NAMES):
-        samplers = ordered(df.loc[df["method"] == method, "negatives"], (BASELINE, "ring", "ball"))
+        base = bases[method]
+        samplers = ordered(df.loc[df["method"] == method, "negatives"], (base, "ring", "ball", "uniform"))
         out += [(method, s, False) for s in samplers]
-        if BASELINE in samplers:
-            out += [(method, s, True) for s in samplers if s != BASELINE]
+        if base in samplers:
+            out += [(method, s, True) for s in samplers if s != base]
     return out
 
 
-def row_label(method: str, sampler: str, delta: bool) -> str:
-    return delta_name(method, sampler) if delta else model_name(method, sampler)
+def row_labels(df: pd.DataFrame) -> dict:
+    """(method, sampler, is_delta) -> its row label, for every row of model_rows(df)."""
+    bases = baselines(df)
+    return {(m, s, d): delta_name(m, s) if d else model_name(m, s, bases[m]) for m, s, d in model_rows(df)}
 
 
 def spread(numbers: pd.DataFrame, rows: list, row_keys: list[str], columns: list, col_key: str,
@@ -138,21 +149,25 @@ def spread(numbers: pd.DataFrame, rows: list, row_keys: list[str], columns: list
 # ---------------------------------------------------------------- the main (long) table
 
 def ring_vs_baseline(evals: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
-    """method x dataset x eval rows; one column per sampler (mean over seeds), n runs, and
-    the difference of each non-baseline sampler to uniform negatives."""
+    """method x dataset x eval rows: the method's baseline sampler and its mean over seeds,
+    then each other sampler's mean and its difference to the baseline, and n runs."""
     evals = evals.dropna(subset=[metric])  # a record without this metric is not a run of it
     if evals.empty:
         return pd.DataFrame()
-    table = evals.pivot_table(index=["method", "dataset", "eval"], columns="negatives", values=metric, aggfunc="mean")
-    counts = evals.pivot_table(index=["method", "dataset", "eval"], values=metric, aggfunc="count")
-    for col in [c for c in table.columns if c != BASELINE]:
-        if BASELINE in table.columns:
-            table[f"{col} − {BASELINE}"] = table[col] - table[BASELINE]
-    order = [c for c in ("uniform", "ring", "ball") if c in table.columns]
-    table = table[order + [c for c in table.columns if c not in order]]
-    table["runs (all samplers)"] = counts[metric]
-    table.columns.name = None
-    return table.reset_index()
+    evals = evals.assign(eval=evals["variant"])  # never average two settings of one evaluation
+    keys = ["method", "dataset", "eval"]
+    table = evals.pivot_table(index=keys, columns="negatives", values=metric, aggfunc="mean")
+    counts = evals.pivot_table(index=keys, values=metric, aggfunc="count")
+    base = table.index.get_level_values("method").map(baselines(evals))
+    out = pd.DataFrame({"baseline negatives": base}, index=table.index)
+    out["baseline"] = [table.at[i, b] if b in table.columns else math.nan for i, b in zip(table.index, base)]
+    for col in ordered(table.columns, ("ring", "ball", "uniform")):
+        other = table[col].where(base != col)  # a method's own baseline is not compared with itself
+        if other.notna().any():
+            out[col] = other
+            out[f"{col} − baseline"] = other - out["baseline"]
+    out["runs (all samplers)"] = counts[metric]
+    return out.reset_index()
 
 
 def markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
@@ -171,19 +186,21 @@ def linear(evals: pd.DataFrame, metric: str = "top1") -> list[Table]:
         return []
     evals = evals.assign(column=[dataset_name(d, p) for d, p in zip(evals["dataset"], evals["pretrain_dataset"])])
     out = []
-    for ev in ordered(evals["eval"], EVAL_ORDER):
-        sub = evals[evals["eval"] == ev]
-        numbers = with_deltas(over_seeds(sub, ["method", "negatives", "column"], metric), ["column"])
+    order = {e: i for i, e in enumerate(ordered(evals["eval"], EVAL_ORDER))}
+    groups = evals.groupby(["eval", "setting", "changed"], sort=False)
+    for (ev, setting, changed), sub in sorted(groups, key=lambda kv: (order[kv[0][0]], kv[0][1])):
+        numbers = with_deltas(over_seeds(sub, ["method", "negatives", "baseline", "column"], metric), ["column"])
         if numbers.empty:
             continue
         columns = [DATASET_NAMES[d] for d in PAPER_DATASETS]
         columns += ordered(c for c in sub["column"] if c not in columns)
-        rows = [((m, s, d), row_label(m, s, d)) for m, s, d in model_rows(numbers)]
+        rows = list(row_labels(numbers).items())
         display = spread(numbers, rows, ["method", "negatives", "delta"], columns, "column", "model")
         numbers = numbers.rename(columns={"column": "dataset"}).assign(eval=ev, metric=metric)
-        out.append(Table(f"{ev}_{metric}", f"{EVAL_TITLES.get(ev, ev)}: {metric} accuracy (%)",
+        title = EVAL_TITLES.get(ev, ev) + (f" ({changed})" if changed else "")
+        out.append(Table(f"{sub['variant'].iloc[0]}_{metric}", f"{title}, {metric} accuracy (%): {setting}",
                          f"{SPREAD_NOTE} Δ = Ring (or Ball) mean − base method mean.", display,
-                         numbers[["eval", "metric", "method", "negatives", "delta", "dataset", "mean", "std", "n"]]))
+                         numbers[["eval", "metric", "method", "negatives", "baseline", "delta", "dataset", "mean", "std", "n"]]))
     return out
 
 
@@ -215,32 +232,41 @@ def metadataset(md: pd.DataFrame) -> list[Table]:
         return []
     out = []
     protocols = ordered(md["protocol"], ("linear", "episodic"))  # the paper's protocol first
-    for (proto, head), sub in sorted(md.groupby(["protocol", "head"]), key=lambda kv: (protocols.index(kv[0][0]), kv[0][1])):
-        s = over_seeds(sub, ["method", "negatives", "domain"], "top1")
+    groups = md.groupby(["protocol", "head", "setting"])
+    for (proto, head, setting), sub in sorted(groups, key=lambda kv: (protocols.index(kv[0][0]), kv[0][1], kv[0][2])):
+        s = over_seeds(sub, ["method", "negatives", "baseline", "domain"], "top1")
         ci = sub.groupby(["method", "negatives", "domain"], sort=False)["ci95"].mean().rename("record_ci95")
         s = s.join(ci, on=["method", "negatives", "domain"])
         s["ci95"] = [c if n < 2 else t_interval(sd, n) for c, sd, n in zip(s["record_ci95"], s["std"], s["n"])]
         numbers = with_deltas(s, ["domain"])
+        labels = row_labels(numbers)
         text = numbers.assign(
-            model=[row_label(m, ng, d) for m, ng, d in zip(numbers["method"], numbers["negatives"], numbers["delta"])],
+            model=[labels[m, ng, d] for m, ng, d in zip(numbers["method"], numbers["negatives"], numbers["delta"])],
             text=[interval_cell(mu, c, n, d) for mu, c, n, d in
                   zip(numbers["mean"], numbers["ci95"], numbers["n"], numbers["delta"])])
         domains = list(frames.DOMAINS) + ordered(d for d in sub["domain"] if d not in frames.DOMAINS)
         display = (text.pivot(index="domain", columns="model", values="text")
-                   .reindex(index=domains, columns=[row_label(*m) for m in model_rows(numbers)])
+                   .reindex(index=domains, columns=list(labels.values()))
                    .fillna(DASH).rename_axis(index="domain", columns=None))
-        if proto == "linear":
-            what = "linear probe per domain on frozen features (the paper's transfer protocol)"
+        if setting:  # what the records say ran
+            what = setting
+        elif proto == "linear":
+            what = "per-domain linear probe on cached frozen features (settings not recorded)"
         elif proto == "episodic":
             counts = sorted({int(e) for e in sub["episodes"].dropna()})
             episodes = ("episodes per domain: " + ", ".join(map(str, counts))) if counts else "episodes not recorded"
-            what = f"official episodic evaluation, {head or 'unnamed'} head (test classes, {episodes})"
+            what = f"episodes of the test classes, {head or 'unnamed'} head ({episodes}; settings not recorded)"
         else:
             what = " ".join(p for p in (proto, head) if p)
         name = "metadataset_" + "_".join(p for p in (proto, head) if p)
+        name += "" if len(groups) == md.groupby(["protocol", "head"]).ngroups else f"_{zlib.crc32(setting.encode()):08x}"
         note = ("Top-1 accuracy (%) ± 95% interval: the record's own for one run (episodic: over its "
                 "episodes), over seeds (t distribution) for n runs; Δ = Ring mean − base mean; — = no record.")
-        keep = ["method", "negatives", "delta", "domain", "mean", "std", "n", "ci95"]
+        uniform = sorted(set(sub.loc[sub["not_official"].astype(bool), "domain"]))
+        if uniform:
+            note += (f" Not Meta-Dataset's own evaluation for {', '.join(uniform)}: its classes were drawn uniformly "
+                     f"(the ImageNet DAG sampler is not implemented).")
+        keep = ["method", "negatives", "baseline", "delta", "domain", "mean", "std", "n", "ci95"]
         out.append(Table(name, f"Meta-Dataset, {what}", note, display.reset_index(),
                          numbers[keep].assign(protocol=proto, head=head)))
     return out
@@ -252,41 +278,55 @@ def detection(det: pd.DataFrame) -> list[Table]:
     if det.empty:
         return []
     out = []
-    for task, sub in det.groupby("task", sort=True):
-        numbers = with_deltas(over_seeds(sub, ["method", "negatives", "metric"], "value"), ["metric"])
+    for (task, setting), sub in det.groupby(["task", "setting"], sort=True):
+        numbers = with_deltas(over_seeds(sub, ["method", "negatives", "baseline", "metric"], "value"), ["metric"])
         columns = [f"{i} {a}" for i in frames.IOU_TYPES for a in frames.AP_KEYS
                    if i == "bbox" or (sub["metric"].str.startswith(i)).any()]
-        rows = [((m, s, d), row_label(m, s, d)) for m, s, d in model_rows(numbers)]
+        rows = list(row_labels(numbers).items())
         display = spread(numbers, rows, ["method", "negatives", "delta"], columns, "metric", "model", digits=1)
         dataset = ", ".join(sorted(set(sub["dataset"])))
-        out.append(Table(f"detection_{task}", f"Detection: {task} ({dataset})",
+        what = setting or f"{task} on {dataset} (settings not recorded)"
+        name = f"detection_{task}" + ("" if det.groupby("task").ngroups == det.groupby(["task", "setting"]).ngroups
+                                      else f"_{zlib.crc32(setting.encode()):08x}")
+        out.append(Table(name, f"Detection ({task}): {what}",
                          f"COCO-style AP (%). {SPREAD_NOTE} Δ = Ring mean − base mean.", display,
-                         numbers[["method", "negatives", "delta", "metric", "mean", "std", "n"]].assign(task=task)))
+                         numbers[["method", "negatives", "baseline", "delta", "metric", "mean", "std", "n"]].assign(task=task)))
     return out
 
 
 def toy_mi(toy: pd.DataFrame) -> list[Table]:
     """Estimator rows (NCE, then CNCE from the widest ring to the narrowest) per true MI; the
-    estimate's mean, std (repeats and negatives) and bias in nats, averaged over the toy-MI records (n)."""
+    estimate's mean, std (repeats and negatives), bias and how much harder the ring's negatives
+    are than the pool's, in nats, averaged over the toy-MI records (n)."""
     if toy.empty:
         return []
     g = toy.groupby(["true_mi", "estimator", "outer"], sort=False)
-    numbers = g[["mean", "std", "std_negatives", "bias"]].mean().assign(n=g.size()).reset_index()
-    numbers = numbers.sort_values(["true_mi", "outer"], ascending=[True, False], kind="stable")
+    numbers = g[["inner", "mean", "std", "std_negatives", "bias", "harder"]].mean().assign(n=g.size()).reset_index()
+    numbers["nce"] = numbers["estimator"] == "nce"
+    numbers = numbers.sort_values(["true_mi", "nce", "outer"], ascending=[True, False, False], kind="stable")
+    bound = [DASH if pd.isna(h) else ("yes" if h > 0 or nce else "no")
+             for h, nce in zip(numbers["harder"], numbers["nce"])]
     display = pd.DataFrame({
         "true MI": [f"{x:.3f}" for x in numbers["true_mi"]],
         "estimator": [e.split("@")[0].upper() for e in numbers["estimator"]],
-        "ring outer": [f"{x:g}" for x in numbers["outer"]],
+        "ring outer / inner": [DASH if nce else f"{o:g} / {DASH if pd.isna(i) else f'{i:g}'}"
+                               for o, i, nce in zip(numbers["outer"], numbers["inner"], numbers["nce"])],
         "estimate": [cell(x, digits=3) for x in numbers["mean"]],
         "std (repeats)": [cell(x, digits=3) for x in numbers["std"]],
         "std (negatives)": [cell(x, digits=3) for x in numbers["std_negatives"]],
         "bias": [cell(x, digits=3, signed=True) for x in numbers["bias"]],
+        "band harder than pool": [cell(x, digits=3, signed=True) for x in numbers["harder"]],
+        "lower bound holds": bound,
         "records": numbers["n"].astype(int).astype(str)})
     note = ("Estimates of the mutual information (nats) with the optimal critic; std (repeats) is the "
             "spread over repeats (anchors and negatives), std (negatives) the part that comes from "
-            "sampling negatives, which is what Ring reduces; bias = estimate − true MI; outer 1 = NCE "
-            "with uniform negatives.")
-    return [Table("toy_mi", "Toy mutual information: NCE vs. CNCE (Ring) bias and variance", note, display, numbers)]
+            "sampling negatives, which is what Ring reduces; bias = estimate − true MI. `band harder "
+            "than pool` = log mean e^f over the ring's band − log mean e^f over the pool: CNCE ≤ NCE ≤ "
+            "true MI holds only where it is positive (a ring cut from the top of the ranking). At outer "
+            "1 with an inner cut (the start of an anneal) the band is easier than the pool and CNCE "
+            "overestimates the MI.")
+    return [Table("toy_mi", "Toy mutual information: NCE vs. CNCE (Ring) bias and variance", note, display,
+                  numbers.drop(columns="nce"))]
 
 
 def pretraining_runs(pre: pd.DataFrame) -> pd.DataFrame:

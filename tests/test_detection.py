@@ -257,7 +257,8 @@ def test_voc_ground_truth_as_predictions_gives_ap_100_through_pascal_voc_evaluat
 @pytest.mark.slow
 def test_mini_trains_and_evaluates_both_tasks_end_to_end_on_cpu(tmp_path, capsys):
     pytest.importorskip("detectron2")
-    from reports import frames, records
+    from pretrain import records
+    from reports import frames
 
     path, _ = ckpt(tmp_path, "resnet18")
     results = tmp_path / "results"

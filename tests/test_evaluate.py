@@ -22,7 +22,7 @@ def test_cached_probe_matches_sklearn_logistic_regression():
     (xtr, ytr), (xte, yte) = gaussian_task()
     wd = 1e-3
     ours = linear.cached(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte), 10,
-                         linear.Protocol("cached", lr=1.0, weight_decay=wd, epochs=300, paper_protocol=False))
+                         linear.Protocol("cached", lr=1.0, weight_decay=wd, epochs=300))
     scaler = StandardScaler().fit(xtr)
     # the same objective: mean CE + wd/2 ||W||^2  <=>  C = 1 / (n * wd)
     sk = LogisticRegression(C=1.0 / (len(xtr) * wd), max_iter=2000).fit(scaler.transform(xtr), ytr)

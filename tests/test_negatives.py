@@ -3,7 +3,14 @@ import math
 import pytest
 import torch
 
-from pretrain.negatives import SCHEDULES, NegativeSampler, anneal, band_limits
+from pretrain.negatives import SCHEDULES, EmptyBandError, NegativeSampler, anneal, band_limits
+
+
+def official_limits(n, outer, inner):
+    """The official code's band, transcribed independently of band_limits: truncation."""
+    outer_idx = int(outer * n)
+    inner_idx = int(inner * outer_idx)
+    return inner_idx, outer_idx
 
 
 def brute_force_band(sim, exclude, outer, inner):
@@ -11,41 +18,101 @@ def brute_force_band(sim, exclude, outer, inner):
     out = []
     for i in range(sim.shape[0]):
         order = [j for j in torch.argsort(sim[i], descending=True).tolist() if exclude is None or j != int(exclude[i])]
-        lo, hi = band_limits(len(order), outer, inner)
+        lo, hi = official_limits(len(order), outer, inner)
         out.append(order[lo:hi])
     return torch.tensor(out)
 
 
-@pytest.mark.parametrize("n,outer,inner", [(1000, 0.1, 0.1), (257, 0.3, 0.5), (64, 1.0, 0.0), (50, 0.05, 0.0)])
+# pool sizes where rounding and truncation disagree (round would give [41, 410) at 4096,
+# [655, 6554) at 65,536, [10, 100) at 999 + 1 excluded row)
+@pytest.mark.parametrize("n,outer,inner,anchors", [(4096, 0.1, 0.1, 6), (65536, 0.1, 0.1, 2), (1000, 0.1, 0.1, 16),
+                                                   (257, 0.3, 0.5, 16), (64, 1.0, 0.0, 16), (50, 0.05, 0.0, 16)])
 @pytest.mark.parametrize("with_exclude", [True, False])
-def test_fast_band_equals_full_sort(n, outer, inner, with_exclude):
+def test_fast_band_equals_full_sort(n, outer, inner, anchors, with_exclude):
     g = torch.Generator().manual_seed(n)
-    sim = torch.randn(16, n, generator=g)
-    exclude = torch.randint(n, (16,), generator=g) if with_exclude else None
+    sim = torch.randn(anchors, n, generator=g)
+    exclude = torch.randint(n, (anchors,), generator=g) if with_exclude else None
     s = NegativeSampler("ring", outer, inner)
     band = s.band(sim, exclude)  # a set per anchor: compare in a canonical order
     assert torch.equal(band.sort(1).values, brute_force_band(sim, exclude, outer, inner).sort(1).values)
 
 
-def test_band_semantics_official_defaults():
-    # outer = inner = 0.1 on 1000 candidates: ranks 10..99, i.e. between the top 1% and top 10%
-    assert band_limits(1000, 0.1, 0.1) == (10, 100)
-    assert band_limits(1000, 0.1, 0.0) == (0, 100)  # ball
-    assert band_limits(10, 0.01, 0.5) == (0, 1)     # never empty
+def test_band_limits_truncate_as_the_official_code():
+    assert band_limits(4096, 0.1, 0.1) == (40, 409)      # rounding would give (41, 410)
+    assert band_limits(65536, 0.1, 0.1) == (655, 6553)   # rounding would give (655, 6554)
+    assert band_limits(999, 0.1, 0.1) == (9, 99)         # rounding would give (10, 100)
+    assert band_limits(1000, 0.1, 0.1) == (10, 100)      # ranks 10..99: between the top 1% and top 10%
+    assert band_limits(1000, 0.1, 0.0) == (0, 100)       # ball
+    for n in (20, 100, 4095, 4096, 4097, 65535, 65536, 1_281_167):
+        for outer, inner in ((0.1, 0.1), (0.29, 0.5), (0.5, 0.1), (1.0, 0.1), (0.05, 0.0)):
+            assert band_limits(n, outer, inner) == official_limits(n, outer, inner), (n, outer, inner)
+    # the one deviation: where outer * n < 1 the official band is empty; ours keeps the closest
+    assert official_limits(10, 0.01, 0.5) == (0, 0) and band_limits(10, 0.01, 0.5) == (0, 1)
 
 
-def test_anchor_never_its_own_negative():
+@pytest.mark.parametrize("kind", ["uniform", "ring", "ball"])
+@pytest.mark.parametrize("outer", [1.0, 0.3])
+@pytest.mark.parametrize("estimate", [0, 64])
+def test_anchor_never_its_own_negative(kind, outer, estimate):
+    """The anchor's own row sits in the middle of the band it would otherwise belong to (not
+    at the top, where the inner cut alone would drop it), at the anneal start outer = 1.0
+    and at a narrower ring, in exact and in estimated mode."""
     g = torch.Generator().manual_seed(0)
-    n = 200
-    sim = torch.randn(32, n, generator=g)
-    idx = torch.arange(32)
-    sim[idx, idx] = 10.0  # the anchor's own row is its most similar entry
-    for kind in ("uniform", "ring", "ball"):
-        s = NegativeSampler(kind, 0.2, 0.1 if kind == "ring" else 0.0, seed=1)
-        drawn = s.sample(500, n, sim, exclude=idx)
-        assert drawn.shape == (32, 500)
-        assert not (drawn == idx[:, None]).any(), kind
-        assert not s.mask(sim, idx)[idx, idx].any(), kind
+    b, n = 32, 2000
+    sim = torch.randn(b, n, generator=g)
+    idx = torch.arange(b) * 7
+    lo, hi = band_limits(n, outer, 0.1 if kind == "ring" else 0.0)
+    mid = sim.sort(1, descending=True).values[:, (lo + hi) // 2]
+    sim[torch.arange(b), idx] = mid + 1e-4  # inside the band, not at its edge
+    s = NegativeSampler(kind, outer, 0.1 if kind == "ring" else 0.0, seed=1, estimate=estimate)
+    drawn = s.sample(500, n, sim, exclude=idx)
+    assert drawn.shape == (b, 500)
+    assert not (drawn == idx[:, None]).any()
+    assert not s.mask(sim, idx)[torch.arange(b), idx].any()
+    if estimate:  # drawing from a subsample that holds every anchor's own row
+        cols = torch.cat([idx, torch.randperm(n, generator=g)[:1000]]).unique()
+        cols = cols[torch.randperm(len(cols), generator=g)]
+        drawn = s._sample_subsample(300, sim[:, cols], idx, 0.0, cols) if kind != "uniform" else drawn
+        assert not (drawn == idx[:, None]).any()
+
+
+def test_estimated_mode_at_anneal_start_keeps_the_bottom_of_the_pool():
+    """outer = 1 (every anneal's start): the band runs down to the least similar row."""
+    g = torch.Generator().manual_seed(2)
+    sim = torch.randn(8, 50_000, generator=g)
+    s = NegativeSampler("ring", 0.1, 0.1, schedule="linear", anneal_epochs=4, seed=0, estimate=1024)
+    assert s.fractions(0.0)[0] == 1.0
+    m = s.mask(sim, torch.arange(8))
+    assert m[torch.arange(8), sim.argmin(1)].all()
+    assert not m[torch.arange(8), torch.arange(8)].any()
+
+
+def test_estimated_mode_survives_heavy_ties():
+    """46% of a 65,536 pool tied at the top similarity (e.g. repeated keys): the estimated edges
+    both land on the tied value, so the band would be empty and the loss zero. Those rows fall
+    back to exact ranks: the band holds exactly hi - lo entries, the loss is not zero."""
+    from pretrain.objectives import info_nce
+    g = torch.Generator().manual_seed(3)
+    b, n = 8, 65536
+    sim = torch.rand(b, n, generator=g) * 0.5
+    tied = torch.rand(b, n, generator=g) < 0.46
+    sim[tied] = 0.9
+    s = NegativeSampler("ring", 0.1, 0.1, seed=0, estimate=4096)
+    low, high = s.edges(sim)
+    assert (low == high).all()  # the collapse this test is about
+    m = s.mask(sim)
+    lo, hi = band_limits(n, 0.1, 0.1)
+    assert (m.sum(1) == hi - lo).all()
+    assert (sim[m] == 0.9).all()  # the exact band of a tied top is tied entries
+    loss = info_nce(torch.full((b,), 0.95), sim, 0.07, m)
+    assert loss.item() > 0.1
+
+
+def test_empty_band_is_an_error_not_a_zero_loss(monkeypatch):
+    s = NegativeSampler("ring", 0.1, 0.1, estimate=64)
+    monkeypatch.setattr(s, "_estimated_mask", lambda sim, exclude, epoch: torch.zeros_like(sim, dtype=torch.bool))
+    with pytest.raises(EmptyBandError, match="empty for anchor"):
+        s.mask(torch.randn(4, 1000))
 
 
 def test_ring_samples_only_from_band_and_covers_it():

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from reports import frames, records, tables
+from pretrain import records
+from reports import frames, tables
 from reports.__main__ import main as reports_main
 
 
@@ -23,10 +24,30 @@ def test_ring_minus_baseline_and_mean_over_seeds():
     recs = [rec("a", "ir", "uniform", 80.0), rec("b", "ir", "ring", 83.0, seed=0), rec("c", "ir", "ring", 84.0, seed=1),
             rec("d", "moco", "uniform", 85.0), rec("e", "moco", "ring", 86.5)]
     t = tables.ring_vs_baseline(tables.evaluations(recs)).set_index("method")
-    assert t.loc["ir", "ring"] == pytest.approx(83.5) and t.loc["ir", "uniform"] == 80.0
-    assert t.loc["ir", "ring − uniform"] == pytest.approx(3.5)
-    assert t.loc["moco", "ring − uniform"] == pytest.approx(1.5)
+    assert t.loc["ir", "ring"] == pytest.approx(83.5) and t.loc["ir", "baseline"] == 80.0
+    assert t.loc["ir", "baseline negatives"] == "uniform"
+    assert t.loc["ir", "ring − baseline"] == pytest.approx(3.5)
+    assert t.loc["moco", "ring − baseline"] == pytest.approx(1.5)
     assert t.loc["ir", "runs (all samplers)"] == 3
+
+
+def test_la_is_compared_with_its_own_background_not_the_whole_bank():
+    """LA's baseline is its k-nearest background (ball); LA over the whole bank (uniform) is a
+    variant with its own label, never the 'LA' row."""
+    recs = [rec("a", "la", "ball", 70.0, baseline_sampler="ball"), rec("b", "la", "ring", 72.5, baseline_sampler="ball"),
+            rec("c", "la", "uniform", 75.0, baseline_sampler="ball"), rec("d", "ir", "uniform", 60.0)]
+    evals = tables.evaluations(recs)
+    t = tables.ring_vs_baseline(evals).set_index("method")
+    assert t.loc["la", "baseline negatives"] == "ball" and t.loc["la", "baseline"] == 70.0
+    assert t.loc["la", "ring − baseline"] == pytest.approx(2.5)
+    assert t.loc["la", "uniform − baseline"] == pytest.approx(5.0)
+    assert math.isnan(t.loc["ir", "uniform"])  # IR's uniform run is its baseline, not a variant
+    table = tables.linear(evals)[0].display.set_index("model")["CIFAR-10"]
+    assert table["LA"] == "70.00" and table["LA + Ring"] == "72.50" and table["LA + Uniform (whole pool)"] == "75.00"
+    assert table["Δ Ring (LA)"] == "+2.50" and table["IR"] == "60.00"
+    # a record written before records named the baseline: LA's is still its ball
+    legacy = rec("e", "la", "ball", 70.0)
+    assert frames.identity(legacy)["baseline"] == "ball"
 
 
 def test_missing_stage_shows_dash_and_malformed_is_skipped(tmp_path, capsys):
@@ -136,8 +157,9 @@ def test_metadataset_tables_label_protocols_and_give_95_intervals():
              stage_rec("r", "metadataset", "linear_omniglot", "omniglot", {"top1": 90.0}, neg="ring")]
     made = tables.metadataset(frames.metadataset(recs))
     assert [t.name for t in made] == ["metadataset_linear", "metadataset_episodic_prototype"]
-    assert "linear probe" in made[0].title and "episodic" in made[1].title and "prototype" in made[1].title
+    assert "linear probe" in made[0].title and "episodes" in made[1].title and "prototype" in made[1].title
     assert "episodes per domain: 50, 600" in made[1].title  # what the records say, not a constant
+    assert "paper" not in made[0].title and "official" not in made[1].title  # old records: nothing claimed
     d = made[1].display.set_index("domain")
     assert list(d.index[:9]) == list(frames.DOMAINS)  # every domain of the paper, missing ones as '—'
     assert d.loc["aircraft", "IR"] == "41.00 ± 12.71 (n=2)"   # t(0.975, 1) * 1.414 / sqrt(2)
@@ -145,6 +167,22 @@ def test_metadataset_tables_label_protocols_and_give_95_intervals():
     assert d.loc["aircraft", "Δ Ring (IR)"] == "+4.00"
     assert d.loc["dtd", "IR"] == "—"
     assert made[0].display.set_index("domain").loc["omniglot", "IR + Ring"] == "90.00"
+
+
+def test_metadataset_titles_say_what_the_records_ran():
+    """Titles come from the records' own `setting`; an episodic record that is not Meta-Dataset's
+    own evaluation (ImageNet without its DAG sampler) is named in the note."""
+    linear = {"name": "linear", "paper_protocol": False, "setting": "per-domain linear probe: L-BFGS (300 iterations)"}
+    episodic = {"name": "episodic", "official": False, "mode": "variable-way variable-shot",
+                "setting": "50 variable-way variable-shot episodes of the test classes, prototype head"}
+    recs = [stage_rec("a", "metadataset", "linear_omniglot", "omniglot", {"top1": 90.0}, protocol=linear),
+            stage_rec("a", "metadataset", "episodic_prototype_ilsvrc_2012", "ilsvrc_2012",
+                      {"top1": 50.0, "ci95": 1.0, "episodes": 50}, protocol=episodic)]
+    made = tables.metadataset(frames.metadataset(recs))
+    assert made[0].title == "Meta-Dataset, per-domain linear probe: L-BFGS (300 iterations)"
+    assert made[1].title == "Meta-Dataset, 50 variable-way variable-shot episodes of the test classes, prototype head"
+    assert "Not Meta-Dataset's own evaluation for ilsvrc_2012" in made[1].note
+    assert "Not Meta-Dataset's own" not in made[0].note
 
 
 def test_detection_table_from_flat_and_nested_metrics():

@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import pytest
 
-from reports import figures, frames, logs, records, render, tables
+from pretrain import records
+from reports import figures, frames, logs, render, tables
 from reports.__main__ import main as reports_main
 
 PNG = b"\x89PNG\r\n\x1a\n"

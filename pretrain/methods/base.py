@@ -14,6 +14,7 @@ class Method(nn.Module):
 
     views = 1  # augmented views per image
     split_lab = False  # CMC: the backbone splits each image into L and ab
+    baseline_sampler = "uniform"  # the original method's negatives: what Ring is compared against
 
     def __init__(self, cfg, num_samples: int, sampler: NegativeSampler):
         super().__init__()

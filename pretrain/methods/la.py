@@ -1,9 +1,10 @@
 """Local Aggregation (Zhuang, Zhai, Yamins 2019) with a memory bank. Close neighbours: bank
 rows that share the anchor's cluster in any of several k-means clusterings of the bank
-(recomputed every epoch). Background neighbours: the sampler's band of the bank. With
-`ball` and outer = 4096 / N this is LA's original k-nearest background; `ring` also drops
-the very closest rows; `uniform` is the whole bank. The anchor's own row is always in both
-sets (it is the instance itself), never a negative."""
+(recomputed every epoch). Background neighbours: the sampler's band of the bank. LA's own
+background is the 4,096 nearest bank rows: the `ball` sampler with outer = 4096 / N, which
+is therefore LA's baseline (the "LA" row of every table); `ring` also drops the very
+closest rows; `uniform` (the whole bank) is a variant, labelled as such. The anchor's own
+row is always in both sets (it is the instance itself), never a negative."""
 from __future__ import annotations
 
 import torch
@@ -17,6 +18,7 @@ from pretrain.objectives import aggregation_loss
 
 class LA(Method):
     views = 1
+    baseline_sampler = "ball"
 
     def __init__(self, cfg, num_samples, sampler):
         super().__init__(cfg, num_samples, sampler)

@@ -1,5 +1,6 @@
 """Results records: one JSON file per (run, stage, task), the only thing stages share
-besides checkpoints (DESIGN §1). Kept free of heavy imports: every harness writes them."""
+besides checkpoints (docs/design.md §1). Every stage writes them through this module, and the
+report reads them through it; it is kept free of heavy imports."""
 from __future__ import annotations
 
 import datetime
@@ -46,16 +47,37 @@ def peak_memory_mb() -> dict:
     return out
 
 
+def provenance(config: dict | None) -> dict:
+    """What every record says about the model it measures, read from the pretraining config a
+    checkpoint carries (None fields for a foreign checkpoint): method, negative sampler, the
+    sampler that is the method's own baseline (uniform, or LA's nearest-neighbour ball), and
+    the pretraining dataset."""
+    cfg = config if isinstance(config, dict) else {}
+    part = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
+    method = part("method").get("name")
+    return {"method": method, "negatives": part("negatives").get("sampler"),
+            "baseline_sampler": baseline_sampler(method), "pretrain_dataset": part("data").get("dataset")}
+
+
+def baseline_sampler(method: str | None) -> str | None:
+    if method is None:
+        return None
+    from pretrain.methods import METHODS  # (torch: only the harnesses that write records get here)
+    return METHODS[method].baseline_sampler if method in METHODS else None
+
+
 def make(run: str, stage: str, task: str, dataset: str, metrics: dict, config: dict, *,
          checkpoint: str | None = None, seed: int | None = None, wall_s: float | None = None,
          **extra) -> dict:
+    """A record of `metrics` measured on the model that `config` (its pretraining config)
+    describes; its provenance fields are read from that config."""
     return {
         "schema": SCHEMA, "run": run, "stage": stage, "task": task, "dataset": dataset,
         "metrics": metrics, "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_sha256": sha256(checkpoint) if checkpoint else None,
         "config": config, "seed": seed, "wall_s": wall_s, **peak_memory_mb(),
         "software": software(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        **extra,
+        **provenance(config), **extra,
     }
 
 

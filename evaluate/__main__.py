@@ -92,7 +92,11 @@ def run(args) -> Path:
         if protocol.name == "cached":
             tx, ty = cache(train_ds, False)
             qx, qy = cache(test_ds, False)
-            metrics = linear.cached(tx, ty, qx, qy, classes, protocol)
+            metrics, extra["fit"] = linear.cached(tx, ty, qx, qy, classes, protocol)
+            if not extra["fit"]["converged"]:
+                print(f"[evaluate] warning: L-BFGS stopped at its cap of {protocol.epochs} iterations before "
+                      f"converging (objective {extra['fit']['objective']:.4f}); --epochs N raises the cap; "
+                      f"the record says so", file=sys.stderr)
         else:
             sd, arch, stem, _ = checkpoint.backbone_state(checkpoint.read(args.ckpt), args.ckpt)
             recipe = pre.get("augment", "moco_v2")

@@ -23,3 +23,12 @@ def test_ring_speed_fills_every_cell_on_tiny_settings():
     rows = [line for line in text.splitlines() if line.startswith("|") and ("IR bank" in line or "MOCO" in line)]
     assert len(rows) == 4 and all("—" not in r for r in rows), text  # 2 settings x (time, memory), all measured
     assert "failed" not in text and out.stderr.strip() == "", out.stderr[-2000:]
+
+
+def test_every_ring_mutation_still_applies():
+    """benchmarks/ring_mutations.py (too slow for the suite: about 40 s per mutation) must keep
+    pointing at code that exists: each mutated text occurs exactly once in its file."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import ring_mutations
+    for name, (path, old, _) in ring_mutations.MUTATIONS.items():
+        assert (ring_mutations.ROOT / path).read_text().count(old) == 1, name

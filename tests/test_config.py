@@ -61,3 +61,19 @@ def test_every_shipped_preset_loads():
         assert c.name == p.stem or p.parent.name == "mini", p
         names.add(c.name)
     assert len(names) == len(presets)  # run names are unique: records never overwrite each other
+
+
+def test_la_baseline_presets_are_las_own_4096_nearest_background():
+    """LA's background is its 4,096 nearest bank rows (the anchor's own row and 4,095 others):
+    ball with outer = 4096 / N, ranks [0, 4095) of the N - 1 other rows, for each dataset's N."""
+    from pathlib import Path
+
+    from pretrain.negatives import band_limits
+    sizes = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 105_000, "imagenet": 1_281_167, "photo_patches": 3000}
+    presets = sorted(Path(__file__).parent.parent.glob("configs/*/*_la_ball*.yaml"))
+    assert len(presets) == 5 and not list(Path(__file__).parent.parent.glob("configs/*/*_la_uniform*.yaml"))
+    for p in presets:
+        c = config.load(p)
+        n = min(sizes[c.data.dataset], c.data.limit or sizes[c.data.dataset])
+        assert c.negatives.sampler == "ball" and c.negatives.inner == 0.0, p
+        assert band_limits(n - 1, c.negatives.outer, 0.0) == (0, min(4095, n - 1)), p

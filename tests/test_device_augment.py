@@ -39,17 +39,27 @@ def test_crop_only_recipe_is_exactly_the_cpu_recipe():
 
 @pytest.mark.parametrize("recipe", ["moco_v2", "ring"])
 def test_photometric_statistics_match_the_cpu_recipe(recipe):
+    """The device recipe draws from the same distribution as the CPU one. Over 512 images:
+    - per-channel means of the per-image mean and std agree within 4 standard errors of their
+      difference (measured over 3 seeds: at most 1.35 se);
+    - the spread over images of the per-image channel means (what colour jitter creates)
+      agrees within a factor e^0.15 (measured: at most e^0.072; dropping, halving or doubling
+      the jitter strengths gives e^0.23 or more);
+    - the share of grey views is p = 0.2 in both."""
     torch.manual_seed(0)
-    imgs = images(256)
+    imgs = images(512)
     ref = cpu_batch(recipe, imgs, on_device=False)
     dev = DeviceAugment(recipe, 32)(cpu_batch(recipe, imgs, on_device=True))
-    # per-channel mean and spread of the augmented batch (measured gaps: <= 0.05), and the
-    # share of views turned grey (p = 0.2 in both recipes)
-    for stat in (lambda x: x.mean((0, 2, 3)), lambda x: x.std((0, 2, 3))):
-        assert torch.allclose(stat(dev), stat(ref), atol=0.12), (stat(dev), stat(ref))
+    for stat in (lambda x: x.mean((2, 3)), lambda x: x.std((2, 3))):
+        a, b = stat(dev), stat(ref)  # (images, channels)
+        z = (a.mean(0) - b.mean(0)).abs() / (a.var(0) / len(a) + b.var(0) / len(b)).sqrt()
+        assert (z < 4).all(), z
+    spread = dev.mean((2, 3)).std(0) / ref.mean((2, 3)).std(0)
+    assert (spread.log().abs() < 0.15).all(), spread
     pixels = lambda x: x * torch.tensor(data.STD).view(1, 3, 1, 1) + torch.tensor(data.MEAN).view(1, 3, 1, 1)
     grey = lambda x: (pixels(x).std(1).amax((1, 2)) < 0.01).float().mean().item()
-    assert 0.1 < grey(dev) < 0.3 and 0.1 < grey(ref) < 0.3
+    # binomial(512, 0.2): sd 0.018, so 0.2 +- 0.07 is ~4 sd
+    assert abs(grey(dev) - 0.2) < 0.07 and abs(grey(ref) - 0.2) < 0.07
 
 
 def test_every_image_gets_its_own_parameters():

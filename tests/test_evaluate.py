@@ -21,14 +21,24 @@ def gaussian_task(n_train=2000, n_test=1000, dim=64, classes=10, seed=0):
 def test_cached_probe_matches_sklearn_logistic_regression():
     (xtr, ytr), (xte, yte) = gaussian_task()
     wd = 1e-3
-    ours = linear.cached(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte), 10,
-                         linear.Protocol("cached", lr=1.0, weight_decay=wd, epochs=300))
+    ours, fit = linear.cached(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte), 10,
+                              linear.Protocol("cached", lr=1.0, weight_decay=wd, epochs=300))
+    assert fit["converged"] and fit["iterations"] < 300
     scaler = StandardScaler().fit(xtr)
     # the same objective: mean CE + wd/2 ||W||^2  <=>  C = 1 / (n * wd)
     sk = LogisticRegression(C=1.0 / (len(xtr) * wd), max_iter=2000).fit(scaler.transform(xtr), ytr)
     sk_acc = 100.0 * (sk.predict(scaler.transform(xte)) == yte).mean()
     assert 30.0 < sk_acc < 95.0  # a task where the probe matters
     assert ours["top1"] == pytest.approx(sk_acc, abs=1.0)
+
+
+def test_cached_probe_says_when_it_stopped_before_converging():
+    (xtr, ytr), _ = gaussian_task(n_train=300)
+    x, y = torch.tensor(xtr), torch.tensor(ytr)
+    short = linear.fit_cached(x, y, 10, 1e-3, max_iter=5).fit_info
+    long = linear.fit_cached(x, y, 10, 1e-3, max_iter=2000).fit_info
+    assert short == {**short, "max_iter": 5, "converged": False}
+    assert long["converged"] and long["iterations"] < 2000 and long["objective"] < short["objective"]
 
 
 def test_knn_weighted_vote_known_answer():
@@ -101,7 +111,7 @@ def test_full_path_and_cached_path_agree_on_an_easy_task(tmp_path):
     loader = lambda ds: DataLoader(data.Views(ds, data.eval_transform(32, 32)), batch_size=256)
     tx, ty = features(net, loader(train), "cpu", normalize=False)
     qx, qy = features(net, loader(test), "cpu", normalize=False)
-    cached = linear.cached(tx, ty, qx, qy, 10, linear.PROTOCOLS["cached"])
+    cached, _ = linear.cached(tx, ty, qx, qy, 10, linear.PROTOCOLS["cached"])
     assert full["top1"] >= 95.0 and cached["top1"] >= 95.0
     assert full["top1"] == pytest.approx(cached["top1"], abs=3.0)
 

@@ -12,7 +12,7 @@
 #          2 for mini where there are 2+ cores, 1 for paper, whose runs each take the GPUs).
 #          Each config's output goes to OUT/logs/<name>.log; its results are printed at its end.
 #
-# mini: the 10 offline runs (5 methods x uniform/ring, photo_patches), cached linear probe,
+# mini: the 10 offline runs (5 methods x baseline/ring, photo_patches), cached linear probe,
 #       kNN, the mini Meta-Dataset (50 episodes per source), and 20 CPU iterations of Mask
 #       R-CNN and Keypoint R-CNN (R18-FPN) for the IR and MoCo runs, the toy MI. Smoke numbers,
 #       not a benchmark.
@@ -24,13 +24,17 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
 profile=mini data_root=data out="" resume=() resume_d2=() jobs=""
+value() {  # the value after an option, or one line saying it is missing
+  [[ $# -ge 2 && -n "$2" && "$2" != --* ]] || { echo "run_all.sh: $1 needs a value (try --help)" >&2; exit 2; }
+  printf '%s' "$2"
+}
 while [[ $# -gt 0 ]]; do
   case "$1" in
-    --profile) profile="$2"; shift 2 ;;
-    --data-root) data_root="$2"; shift 2 ;;
-    --out) out="$2"; shift 2 ;;
+    --profile) profile="$(value "$@")"; shift 2 ;;
+    --data-root) data_root="$(value "$@")"; shift 2 ;;
+    --out) out="$(value "$@")"; shift 2 ;;
     --resume) resume=(--resume auto) resume_d2=(--resume); shift ;;
-    --jobs) jobs="$2"; shift 2 ;;
+    --jobs) jobs="$(value "$@")"; shift 2 ;;
     -h|--help) sed -n '2,23p' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
@@ -46,7 +50,7 @@ out="${out:-work/$profile}"
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "run_all.sh: --jobs '$jobs' is not a positive integer" >&2; exit 2; }
 
 bash scripts/setup_env.sh
-py=.venv/bin/python
+py="${RINGBENCH_VENV:-.venv}/bin/python"  # the environment setup_env.sh made (RINGBENCH_VENV moves it)
 start=$(date +%s)
 records="$data_root/metadataset"
 if [[ "$profile" == mini ]]; then
@@ -67,7 +71,7 @@ run_config() {  # every stage for one config, in order
   fi
   if [[ "$profile" == mini ]]; then
     case "$name" in *_ir_*|*_moco_*)
-      "$py" -m detection mini --ckpt "$ckpt" --out "$out/runs" --results "$out/results" --max-iter 20 --quiet ;;
+      "$py" -m detection mini --ckpt "$ckpt" --out "$out/runs" --results "$out/results" --max-iter 20 ;;
     esac
   elif [[ "$name" == *imagenet* && -d "$data_root/coco" ]]; then  # the paper transfers its ImageNet runs
     local weights="$out/runs/$name/detection/weights.pkl" task

@@ -3,4 +3,4 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 bash scripts/setup_env.sh
-exec .venv/bin/python -m pytest "$@"
+exec "${RINGBENCH_VENV:-.venv}/bin/python" -m pytest "$@"

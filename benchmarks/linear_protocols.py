@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader
 from evaluate import linear
 from pretrain import checkpoint, data
 from pretrain.knn import features
-from pretrain.train import pick_device
+from pretrain.devices import pick_device
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Speed and memory of Ring, side by side in one run (DESIGN §6, issue 9).
+"""Speed and memory of Ring, side by side in one run (docs/design.md §6, issue 9).
 
     python benchmarks/ring_speed.py                       # CPU-sized defaults
     python benchmarks/ring_speed.py --device cuda --arch resnet50 --batch 256 --image-size 224 \

@@ -1,4 +1,4 @@
-"""detectron2 transfer of a pretrained backbone (DESIGN §5): COCO detection, instance
+"""detectron2 transfer of a pretrained backbone (docs/design.md §5): COCO detection, instance
 segmentation and person keypoints, Pascal VOC detection, in MoCo's detection protocol.
 
 - convert: checkpoint (ringbench, torchvision or MoCo) -> detectron2 weights pickle, every

@@ -1,11 +1,13 @@
 """The one error type of the detection harness.
 
-A plain ValueError so that converting weights and writing the tiny dataset never import
-detectron2; the CLI prints it as one line and exits with status 2, writing no record.
+A UserError (pretrain.errors imports nothing) so that converting weights and writing the
+tiny dataset never import detectron2; the CLI prints it as one line and exits with status 2,
+writing no record.
 """
+from pretrain.errors import UserError
 
 
-class DetectionError(ValueError):
+class DetectionError(UserError):
     """detectron2 missing, bad weights file, unsupported backbone layout, missing dataset
     file or bad request; the message is one line and names the file at fault."""
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from detection import convert, tiny_coco, train
 from detection.errors import UnsupportedBackbone
+from pretrain.cli import check_run_name
 
 TASKS = ("coco_mask_fpn", "coco_kp_fpn")
 MAX_ITER = 50
@@ -47,7 +48,7 @@ def run(args) -> list[Path]:
     except UnsupportedBackbone as exc:  # e.g. the profile's CMC runs: nothing to transfer, no record
         print(f"[detection] mini: skipping {exc}")
         return []
-    run_name = args.run or (info.get("config") or {}).get("name") or Path(args.ckpt).stem
+    run_name = check_run_name(args.run or (info.get("config") or {}).get("name") or Path(args.ckpt).stem, "--run")
     weights = out / run_name / "detection" / "weights.pkl"
     convert.convert_file(args.ckpt, weights, expect="any", verbose=False)
     paths = []
@@ -57,7 +58,7 @@ def run(args) -> list[Path]:
             task=task, weights=str(weights), dataset_root=str(data), dataset_name="tiny_coco", num_gpus=0,
             resume=False, eval_only=False, max_iter=args.max_iter or MAX_ITER, opts=opts, results=args.results,
             run=run_name, out=str(out), workers=0 if args.workers is None else args.workers, seed=args.seed,
-            quiet=args.quiet)
+            quiet=not getattr(args, "verbose", False))
         paths.append(train.run(targs))
         # smoke runs are never resumed: drop detectron2's final checkpoint (120-180 MB each)
         for name in ("model_final.pth", "last_checkpoint"):

@@ -1,43 +1,38 @@
-"""python -m evaluate {linear,knn} --ckpt CHECKPOINT --dataset NAME [options]
+"""python -m evaluate {linear,knn} --ckpt CHECKPOINT [--dataset NAME] [options]
 
 Evaluates a frozen backbone from any supported checkpoint (ringbench, plain torchvision
 ResNet state dict, MoCo-style) and writes a results record to RESULTS/<run>/evaluate/.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
+from pretrain import cli
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m evaluate", description=__doc__.split("\n")[0])
-    sub = p.add_subparsers(dest="task", required=True)
+
+def _parser() -> cli.Parser:
+    p = cli.Parser(prog="python -m evaluate", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="task", required=True, parser_class=cli.Parser)
     for task in ("linear", "knn"):
-        s = sub.add_parser(task, help=f"{task} evaluation")
-        s.add_argument("--ckpt", required=True, help="checkpoint to evaluate")
+        s = sub.add_parser(task, help=f"{task} evaluation", parents=[cli.evaluation_parent()])
         s.add_argument("--dataset", help="cifar10, cifar100, stl10, imagenet, imagenet100, photo_patches, mnist5k "
                                          "(default: the checkpoint's pretraining dataset)")
         s.add_argument("--data-root", default="data", help="directory holding the dataset (default: data)")
-        s.add_argument("--results", default="results", help="results records go to RESULTS/<run>/evaluate/")
-        s.add_argument("--run", help="run name in the record (default: the checkpoint's run name)")
-        s.add_argument("--arch", help="refuse the checkpoint unless its backbone is this architecture")
-        s.add_argument("--image-size", type=int, help="input size (default: the pretraining size, else native)")
-        s.add_argument("--workers", type=int, default=2)
-        s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-        s.add_argument("--seed", type=int, default=0)
         s.add_argument("--no-verify", action="store_true", help="skip torchvision's md5 checks (tiny test files)")
         if task == "linear":
             s.add_argument("--protocol", default="paper", choices=("paper", "moco", "cached"))
-            s.add_argument("--epochs", type=int, help="override the protocol's epochs (L-BFGS iterations for cached)")
+            s.add_argument("--epochs", type=cli.int_at_least(1),
+                           help="override the protocol's epochs (L-BFGS iterations for cached)")
             s.add_argument("--resume", action="store_true",
                            help="paper/moco: continue from the probe state saved after each epoch")
             s.add_argument("--state-dir", help="paper/moco: where the probe state (the linear layer, saved after "
                                                "each epoch) goes (default: CKPT's folder/probe)")
         else:
-            s.add_argument("--k", type=int, default=200)
-            s.add_argument("--t", type=float, default=0.07)
+            s.add_argument("--k", type=cli.int_at_least(1), default=200, help="neighbours (default: 200)")
+            s.add_argument("--t", type=cli.float_in(0, low_open=True), default=0.07,
+                           help="temperature of the exp(cos/t) weights (default: 0.07)")
     return p
 
 
@@ -48,13 +43,17 @@ def run(args) -> Path:
     from evaluate import linear
     from pretrain import checkpoint, data
     from pretrain.knn import features, knn_predict, topk_accuracy
-    from pretrain.train import pick_device
+    from pretrain.devices import pick_device
     from pretrain import records
 
     from pretrain import distributed
 
     start = time.time()
-    device = distributed.init(args.device) or pick_device(args.device)
+    results = cli.writable_dir(args.results, "--results")  # before any work: not after the probe
+    if args.run:
+        cli.check_run_name(args.run, "--run")
+    device = pick_device(args.device)
+    device = distributed.init(args.device) or device
     if not distributed.is_main() and (args.task == "knn" or args.protocol == "cached"):
         return None  # one pass over cached features: rank 0 does it alone
     net, info = checkpoint.load_backbone(args.ckpt, args.arch)
@@ -70,7 +69,7 @@ def run(args) -> Path:
     verify = not args.no_verify
     train_ds = data.load(name, args.data_root, train_split, verify)
     test_ds = data.load(name, args.data_root, test_split, verify)
-    run_name = args.run or cfg.get("name") or Path(args.ckpt).stem
+    run_name = cli.check_run_name(args.run or cfg.get("name") or Path(args.ckpt).stem, "--run")
     net.to(device)
 
     def cache(split_ds, normalize):
@@ -100,7 +99,9 @@ def run(args) -> Path:
         else:
             sd, arch, stem, _ = checkpoint.backbone_state(checkpoint.read(args.ckpt), args.ckpt)
             recipe = pre.get("augment", "moco_v2")
-            state = Path(args.state_dir or Path(args.ckpt).parent / "probe") / f"{linear.task_name(protocol)}_{name}.pt"
+            state_dir = cli.writable_dir(args.state_dir or Path(args.ckpt).parent / "probe",
+                                         "--state-dir" if args.state_dir else "the probe state folder (--state-dir)")
+            state = state_dir / f"{linear.task_name(protocol)}_{name}.pt"
             if not args.resume:
                 state.unlink(missing_ok=True)
             metrics = linear.full_path(sd, arch, stem, protocol, train_ds, test_ds, classes, size, native,
@@ -113,7 +114,7 @@ def run(args) -> Path:
     rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
                        wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],
                        image_size=size, **extra)
-    path = records.write(rec, args.results)
+    path = records.write(rec, results)
     print(f"[evaluate] {task} {run_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
     return path
 
@@ -121,13 +122,11 @@ def run(args) -> Path:
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from evaluate.linear import SanityError
-    from pretrain.checkpoint import CheckpointError
-    from pretrain.config import ConfigError
-    from pretrain.data import DataError
     from pretrain import distributed
+    from pretrain.errors import UserError
     try:
         run(args)
-    except (CheckpointError, DataError, ConfigError, SanityError) as exc:
+    except (UserError, SanityError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:

@@ -1,4 +1,4 @@
-"""Meta-Dataset transfer of frozen features (DESIGN §5), without TensorFlow.
+"""Meta-Dataset transfer of frozen features (docs/design.md §5), without TensorFlow.
 
 - records, spec, tfrecord, example: read the official converted sources (dataset_spec.json
   plus one TFRecord file of tf.train.Example {image, label} per class), CRCs checked.

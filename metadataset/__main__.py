@@ -1,6 +1,7 @@
 """python -m metadataset {linear,episodic,convert,build-mini} ...
 
-  linear     --ckpt CKPT --records DIR [--domains D ...|all]   protocol A: linear probe per source
+  linear     --ckpt CKPT --records DIR [--domains D ...|paper|all]  protocol A: linear probe per source
+                                                                (default: every source under DIR)
   episodic   --ckpt CKPT --records DIR --head prototype|logreg|both [--episodes 600] [--seed 0]
              [--ways N --shots K --queries Q]                   protocol B: official episodes
   convert    IMAGEFOLDER OUT_SOURCE_DIR --name NAME [--splits 0.6,0.2,0.2] [--seed 22]
@@ -16,37 +17,34 @@ import sys
 import time
 from pathlib import Path
 
+from pretrain import cli
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m metadataset", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True)
+
+def _parser() -> cli.Parser:
+    p = cli.Parser(prog="python -m metadataset", description=__doc__,
+                   formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, parser_class=cli.Parser)
     for name in ("linear", "episodic"):
         s = sub.add_parser(name, help="protocol A: per-source linear probe" if name == "linear"
-                           else "protocol B: Meta-Dataset's variable-way variable-shot episodes")
-        s.add_argument("--ckpt", required=True, help="checkpoint to evaluate (ringbench, torchvision or MoCo)")
+                           else "protocol B: Meta-Dataset's variable-way variable-shot episodes",
+                           parents=[cli.evaluation_parent()])
         s.add_argument("--records", required=True, help="directory holding one converted source per subdirectory")
-        s.add_argument("--domains", nargs="+", help="sources to evaluate (default: the paper's nine; 'all': every "
-                                                   "source under --records)")
-        s.add_argument("--results", default="results", help="records go to RESULTS/<run>/metadataset/")
-        s.add_argument("--run", help="run name in the record (default: the checkpoint's run name)")
-        s.add_argument("--arch", help="refuse the checkpoint unless its backbone is this architecture")
-        s.add_argument("--image-size", type=int, help="input size (default: the pretraining size, else 84 as Meta-Dataset)")
-        s.add_argument("--batch-size", type=int, default=256)
-        s.add_argument("--workers", type=int, default=2)
-        s.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-        s.add_argument("--seed", type=int, default=0)
+        s.add_argument("--domains", nargs="+", help="sources to evaluate: names, 'paper' (the paper's nine) or 'all' "
+                                                   "(default: every source under --records)")
+        s.add_argument("--batch-size", type=cli.int_at_least(1), default=256)
         if name == "linear":
-            s.add_argument("--test-fraction", type=float, default=0.2, help="share of each class's images held out")
-            s.add_argument("--max-per-class", type=int, default=0, help="seeded subset of at most N images per class (0: all)")
-            s.add_argument("--weight-decay", type=float, default=1e-5)
-            s.add_argument("--max-iter", type=int, default=300, help="L-BFGS iterations")
+            s.add_argument("--test-fraction", type=cli.float_in(0, 1, low_open=True, high_open=True), default=0.2,
+                           help="share of each class's images held out")
+            s.add_argument("--max-per-class", type=cli.int_at_least(0), default=0,
+                           help="seeded subset of at most N images per class (0: all)")
+            s.add_argument("--weight-decay", type=cli.float_in(0), default=1e-5)
+            s.add_argument("--max-iter", type=cli.int_at_least(1), default=300, help="L-BFGS iterations")
         else:
             s.add_argument("--head", required=True, choices=("prototype", "logreg", "both"))
-            s.add_argument("--episodes", type=int, default=600)
-            s.add_argument("--ways", type=int, help="fixed way (default: variable, as Meta-Dataset)")
-            s.add_argument("--shots", type=int, help="fixed support shots per class (default: variable)")
-            s.add_argument("--queries", type=int, help="fixed query shots per class (default: variable)")
+            s.add_argument("--episodes", type=cli.int_at_least(1), default=600)
+            s.add_argument("--ways", type=cli.int_at_least(2), help="fixed way (default: variable, as Meta-Dataset)")
+            s.add_argument("--shots", type=cli.int_at_least(1), help="fixed support shots per class (default: variable)")
+            s.add_argument("--queries", type=cli.int_at_least(1), help="fixed query shots per class (default: variable)")
     c = sub.add_parser("convert", help="ImageFolder tree -> one Meta-Dataset source")
     c.add_argument("image_folder")
     c.add_argument("out", help="output source directory (new or empty)")
@@ -66,15 +64,23 @@ def _evaluate(args) -> list[Path]:
     from metadataset.errors import MetaDatasetError
     from metadataset.features import FeatureCache
     from pretrain import checkpoint
-    from pretrain.train import pick_device
+    from pretrain.devices import pick_device
     from pretrain import records
 
     start = time.time()
+    results = cli.writable_dir(args.results, "--results")
+    if args.run:
+        cli.check_run_name(args.run, "--run")
+    device = pick_device(args.device)
     sources = md_records.open_sources(args.records, args.domains)  # missing sources fail before any work
+    if not args.domains:
+        missing = [d for d in md_records.PAPER_DOMAINS if d not in {s.name for s in sources}]
+        print(f"[metadataset] {len(sources)} source(s) under {args.records}: {', '.join(s.name for s in sources)}"
+              + (f" (of the paper's domains, missing: {', '.join(missing)})" if missing else ""))
     if args.command == "episodic":
         config = EpisodeConfig(num_ways=args.ways, num_support=args.shots, num_query=args.queries)
         head_names = list(heads.HEADS) if args.head == "both" else [args.head]
-        if args.domains == ["all"]:  # a source named explicitly must work; 'all' skips what cannot
+        if args.domains in (None, ["all"]):  # a source named explicitly must work; 'all' skips what cannot
             need = config.num_ways or config.min_ways
             for s in [s for s in sources if s.spec.classes_per_split["TEST"] < need]:
                 print(f"[metadataset] skipping {s.name}: {s.spec.classes_per_split['TEST']} test classes, "
@@ -90,10 +96,9 @@ def _evaluate(args) -> list[Path]:
     net, info = checkpoint.load_backbone(args.ckpt, args.arch)
     cfg = info["config"] or {}
     size = args.image_size or cfg.get("data", {}).get("image_size") or 84
-    device = pick_device(args.device)
     torch.manual_seed(args.seed)
     cache = FeatureCache(net, size, device, args.batch_size, args.workers)
-    run_name = args.run or cfg.get("name") or Path(args.ckpt).stem
+    run_name = cli.check_run_name(args.run or cfg.get("name") or Path(args.ckpt).stem, "--run")
     common = dict(checkpoint=args.ckpt, seed=args.seed, arch=info["arch"], checkpoint_kind=info["kind"], image_size=size)
     pending = []  # every source is evaluated before any record is written: a late error leaves none
     for s in sources:
@@ -137,8 +142,9 @@ def _evaluate(args) -> list[Path]:
     paths = []
     for task, dataset, metrics, protocol, wall in pending:
         rec = records.make(run_name, "metadataset", task, dataset, metrics, cfg, wall_s=wall, protocol=protocol,
+                           setting=protocol["setting"],
                            records_dir=str(Path(args.records).resolve()), **common)
-        paths.append(records.write(rec, args.results))
+        paths.append(records.write(rec, results))
     print(f"[metadataset] {len(paths)} records -> {Path(args.results) / run_name / 'metadataset'} "
           f"({time.time() - start:.1f} s)")
     return paths
@@ -163,15 +169,10 @@ def run(args):
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from metadataset.errors import MetaDatasetError
-    errors = (MetaDatasetError,)
-    if args.command in ("linear", "episodic"):
-        from pretrain.checkpoint import CheckpointError
-        from pretrain.data import DataError
-        errors += (CheckpointError, DataError)
+    from pretrain.errors import UserError
     try:
         run(args)
-    except errors as exc:
+    except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

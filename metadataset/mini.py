@@ -1,5 +1,5 @@
 """A tiny mini Meta-Dataset built at run time from real images that registry packages ship
-(DESIGN §8), written in the official record format by `convert.write_source`.
+(docs/design.md §8), written in the official record format by `convert.write_source`.
 
 A smoke profile that exercises the reader and both protocols offline, NOT a benchmark:
 

@@ -1,10 +1,12 @@
 """The two Meta-Dataset evaluations of frozen features, always labelled in their records.
 
-A (paper, "linear"): the Ring paper's transfer setting. Per source, all its classes (train,
-   valid and test alike: the backbone never saw any of them), a seeded stratified split of
-   each class's images into train / test, a multinomial logistic regression on the frozen
-   (unnormalised) features fitted with evaluate.linear.fit_cached, top-1 on the test images.
-B (official, "episodic"): Meta-Dataset's evaluation. Test-split classes only, 600 episodes
+A ("linear"): a per-domain linear probe, a fast proxy for the Ring paper's transfer setting
+   whose exact recipe it does not claim to reproduce (its records say so). Per source, all
+   its classes (train, valid and test alike: the backbone never saw any of them), a seeded
+   stratified split of each class's images into train / test, a multinomial logistic
+   regression on cached, unaugmented, unnormalised frozen features fitted with
+   evaluate.linear.fit_cached (L-BFGS), top-1 on the test images.
+B ("episodic"): Meta-Dataset's evaluation. Test-split classes only, 600 episodes
    sampled as metadataset.episodes describes, a prototype or logistic-regression head
    (metadataset.heads) fitted on each episode's support set; mean top-1 over episodes and
    the 95% confidence interval 1.96 * std / sqrt(episodes) (numpy std, ddof 0, as the

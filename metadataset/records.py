@@ -91,14 +91,14 @@ def decode_image(data: bytes, where: str = "image") -> Image.Image:
 
 
 def open_sources(records: str | os.PathLike, names) -> list[Source]:
-    """The requested sources; ['all'] = every source directory under `records`; None or []:
-    the paper's nine. The first missing source is a one-line error."""
+    """The requested sources; None, [] or ['all'] = every source directory under `records`;
+    ['paper'] = the paper's nine. The first missing source is a one-line error."""
     records = Path(records)
     if not records.is_dir():
         raise MetaDatasetError(f"{records}: records directory not found")
-    if not names:
+    if list(names or []) == ["paper"]:
         names = list(PAPER_DOMAINS)
-    elif list(names) == ["all"]:
+    elif not names or list(names) == ["all"]:
         names = sorted(p.name for p in records.iterdir() if (p / spec_mod.FILENAME).is_file())
         if not names:
             raise MetaDatasetError(f"{records}: no Meta-Dataset source (no */{spec_mod.FILENAME}) found")

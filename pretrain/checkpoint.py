@@ -20,11 +20,12 @@ import numpy as np
 import torch
 
 from pretrain import models
+from pretrain.errors import UserError
 
 FORMAT, VERSION = "ringbench-checkpoint", 1
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """Missing, corrupt or incompatible checkpoint; the message names the file."""
 
 
@@ -69,16 +70,40 @@ def set_rng_state(state: dict) -> None:
     random.setstate((version, tuple(internal), gauss))
 
 
+def _what_file(path: Path) -> str:
+    """What a file that torch cannot load as a checkpoint looks like, from its first bytes."""
+    head = path.open("rb").read(512)
+    if not head:
+        return "an empty file"
+    if head.startswith(b"PK\x03\x04"):
+        return "a corrupt or truncated PyTorch checkpoint (zip archive)"
+    if head[:1] == b"\x80" or path.suffix == ".pkl":
+        return "a Python pickle (e.g. detectron2 weights), not a PyTorch checkpoint"
+    try:
+        head.decode("utf-8")
+        return "a text file, not a PyTorch checkpoint"
+    except UnicodeDecodeError:
+        return "not a PyTorch checkpoint (unrecognised binary data)"
+
+
+EXPECTED = "expected a checkpoint written by python -m pretrain, a torchvision ResNet state dict or a MoCo checkpoint"
+
+
 def read(path: str | os.PathLike) -> dict:
-    """torch.load with one-line errors for a missing or truncated file."""
+    """torch.load with one line for each way a file can fail to be a checkpoint: it says what
+    the file is and what was expected."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(f"{path}: a directory, not a checkpoint file; {EXPECTED} (.pt)")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, garbage bytes, unpickling errors
-        detail = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
-        raise CheckpointError(f"{path}: corrupt or truncated checkpoint ({detail})") from None
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # truncated zip, garbage bytes, pickles with code or foreign objects
+        raise CheckpointError(f"{path}: {_what_file(path)}; {EXPECTED}") from None
+    if not isinstance(payload, dict):
+        raise CheckpointError(f"{path}: holds a {type(payload).__name__}, not a dict of weights; {EXPECTED}")
+    return payload
 
 
 def checkpoint_step(path: Path) -> int:

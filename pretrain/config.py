@@ -1,6 +1,6 @@
 """Pretraining configuration: typed dataclasses, strict YAML loading, dotted overrides.
 
-Defaults are the official Ring code's (DESIGN §4); a preset only lists what differs.
+Defaults are the official Ring code's (docs/design.md §4); a preset only lists what differs.
 Unknown keys and wrong types are errors that name the file and the key, because a
 misspelt key silently falling back to a default is the classic way to run the wrong
 experiment.
@@ -14,8 +14,10 @@ from pathlib import Path
 
 import yaml
 
+from pretrain.errors import UserError
 
-class ConfigError(ValueError):
+
+class ConfigError(UserError):
     """A configuration problem; the message names the file and the key."""
 
 
@@ -90,7 +92,7 @@ class TrainConfig:
     device: str = "auto"            # auto | cpu | cuda
     log_every: int = 10             # steps between JSON-lines log entries
     ckpt_every: int = 0             # steps between mid-epoch checkpoints (0 = epoch ends only)
-    keep_last: int = 3              # checkpoints kept besides last.pt
+    keep_last: int = 3              # newest step checkpoints kept (final.pt links the newest)
     knn_every: int = 1              # epochs between kNN monitor evaluations (0 = off)
     precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
     channels_last: bool = True      # NHWC activations on CUDA (tensor-core friendly); ignored on CPU
@@ -145,7 +147,9 @@ def _coerce(value, typ, where: str):
     return value
 
 
-def _merge(obj, data: dict, source: str, prefix: str = ""):
+def _merge(obj, data: dict, source: str, prefix: str = "", sources: dict | None = None):
+    """Set obj's fields from `data`, checking names and types; `sources` records, per dotted
+    key, where its value came from (a file or a --set), so that a later range error can name it."""
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: section '{prefix.rstrip('.') or '<top>'}' must be a mapping")
     hints = typing.get_type_hints(type(obj))
@@ -157,22 +161,97 @@ def _merge(obj, data: dict, source: str, prefix: str = ""):
             raise ConfigError(f"{source}: unknown config key '{dotted}' (known here: {close})")
         typ = hints[key]
         if dataclasses.is_dataclass(typ):
-            _merge(getattr(obj, key), value, source, dotted + ".")
+            _merge(getattr(obj, key), value, source, dotted + ".", sources)
         else:
             setattr(obj, key, _coerce(value, typ, f"{source}: key '{dotted}'"))
+            if sources is not None:
+                sources[dotted] = source
 
 
-def validate(cfg: Config, source: str = "config") -> Config:
+# Numeric ranges, checked before any data is read or any model built: a value outside them
+# either crashes later (after the compute is spent) or trains something that is not what the
+# key says. (low, high, what): inclusive bounds unless `what` says otherwise.
+INF = float("inf")
+RANGES = {
+    "data.image_size": (8, INF, "an integer >= 8"),
+    "data.workers": (0, INF, "an integer >= 0"),
+    "data.limit": (0, INF, "an integer >= 0 (0 = all images)"),
+    "model.feat_dim": (1, INF, "an integer >= 1"),
+    "model.bn_splits": (1, INF, "an integer >= 1"),
+    "negatives.num": (1, INF, "an integer >= 1"),
+    "negatives.estimate": (0, INF, "an integer >= 0 (0 = exact ranks)"),
+    "negatives.anneal.epochs": (0, INF, "a number >= 0"),
+    "negatives.anneal.steps": (1, INF, "an integer >= 1"),
+    "method.queue_size": (1, INF, "an integer >= 1"),
+    "method.la_clusters": (1, INF, "an integer >= 1"),
+    "method.la_clusterings": (1, INF, "an integer >= 1"),
+    "method.la_kmeans_iters": (1, INF, "an integer >= 1"),
+    "method.bank_momentum": (0, 1, "a number in [0, 1)"),
+    "method.key_momentum": (0, 1, "a number in [0, 1]"),
+    "optim.momentum": (0, 1, "a number in [0, 1)"),
+    "optim.weight_decay": (0, INF, "a number >= 0"),
+    "optim.batch_size": (2, INF, "an integer >= 2"),
+    "optim.epochs": (1, INF, "an integer >= 1"),
+    "train.log_every": (1, INF, "an integer >= 1"),
+    "train.ckpt_every": (0, INF, "an integer >= 0 (0 = epoch ends only)"),
+    "train.keep_last": (1, INF, "an integer >= 1"),
+    "train.knn_every": (0, INF, "an integer >= 0 (0 = off)"),
+    "train.knn_k": (1, INF, "an integer >= 1"),
+}
+POSITIVE = {  # strictly greater than 0 (and at most `high`)
+    "optim.lr": (INF, "a number > 0"),
+    "optim.gamma": (INF, "a number > 0"),
+    "method.temperature": (INF, "a number > 0"),
+    "train.knn_t": (INF, "a number > 0"),
+    "negatives.outer": (1, "a number in (0, 1]"),
+    "negatives.anneal.start": (1, "a number in (0, 1]"),
+    "negatives.anneal.decay": (1, "a number in (0, 1)"),
+}
+OPEN_ABOVE = {"method.bank_momentum", "optim.momentum", "negatives.anneal.decay"}
+
+
+def _out_of_range(value, dotted: str) -> str | None:
+    """What `value` should have been, or None if it is within its range."""
+    if dotted in RANGES:
+        low, high, what = RANGES[dotted]
+        bad = not low <= value <= high or (dotted in OPEN_ABOVE and value >= high)
+    elif dotted in POSITIVE:
+        high, what = POSITIVE[dotted]
+        bad = not 0 < value <= high or (dotted in OPEN_ABOVE and value >= high)
+    else:
+        return None
+    return what if bad or value != value else None  # (NaN is never in range)
+
+
+def validate(cfg: Config, source: str = "config", sources: dict | None = None) -> Config:
+    """Choices, numeric ranges and cross-key constraints; the error names where the value came
+    from (the YAML file or the --set that gave it) and shows it."""
+    sources = sources or {}
     flat = to_dict(cfg)
+    where = lambda dotted: sources.get(dotted, f"{source} (default)" if source != "config" else "default config")  # noqa: E731
     for dotted, allowed in CHOICES.items():
         value = _get(flat, dotted)
         if value not in allowed:
-            raise ConfigError(f"{source}: key '{dotted}' = {value!r}, expected one of {', '.join(allowed)}")
-    neg = cfg.negatives
-    if not (0.0 < neg.outer <= 1.0 and 0.0 <= neg.inner < 1.0):
-        raise ConfigError(f"{source}: key 'negatives.outer'/'negatives.inner' must satisfy 0 < outer <= 1, 0 <= inner < 1")
-    if cfg.optim.batch_size < 2 or cfg.optim.epochs < 1:
-        raise ConfigError(f"{source}: key 'optim.batch_size' must be >= 2 and 'optim.epochs' >= 1")
+            raise ConfigError(f"{where(dotted)}: key '{dotted}' = {value!r}, expected one of {', '.join(allowed)}")
+    for dotted in list(RANGES) + list(POSITIVE):
+        value = _get(flat, dotted)
+        what = _out_of_range(value, dotted)
+        if what:
+            raise ConfigError(f"{where(dotted)}: key '{dotted}' = {value!r}, expected {what}")
+    if not 0.0 <= cfg.negatives.inner < 1.0:
+        raise ConfigError(f"{where('negatives.inner')}: key 'negatives.inner' = {cfg.negatives.inner!r}, "
+                          f"expected a number in [0, 1)")
+    if any(not isinstance(m, int) or isinstance(m, bool) or m < 0 for m in cfg.optim.milestones):
+        raise ConfigError(f"{where('optim.milestones')}: key 'optim.milestones' = {cfg.optim.milestones!r}, "
+                          f"expected a list of epochs (integers >= 0)")
+    if cfg.method.name == "moco" and cfg.method.queue_size < cfg.optim.batch_size:
+        raise ConfigError(f"{where('method.queue_size')}: key 'method.queue_size' = {cfg.method.queue_size}, expected "
+                          f">= optim.batch_size ({cfg.optim.batch_size}): each step pushes a whole batch of keys")
+    from pretrain.cli import check_run_name
+    try:
+        check_run_name(cfg.name, "name")
+    except UserError as exc:
+        raise ConfigError(f"{where('name')}: key {exc}") from None
     return cfg
 
 
@@ -187,7 +266,10 @@ def parse_override(text: str) -> dict:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=0.1")
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw)
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value {raw!r} is not valid YAML") from None
     out: dict = {}
     node = out
     parts = key.strip().split(".")
@@ -198,25 +280,31 @@ def parse_override(text: str) -> dict:
 
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    cfg = Config()
+    cfg, sources = Config(), {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
+            raise ConfigError(f"{path}: config file not found" + (" (it is a directory)" if path.is_dir() else ""))
         try:
-            data = yaml.safe_load(path.read_text()) or {}
+            data = yaml.safe_load(path.read_text())
         except yaml.YAMLError as exc:
-            raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        _merge(cfg, data, str(path))
+            mark = getattr(exc, "problem_mark", None)
+            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+        if data is None:  # an empty file would silently mean every default (a 200-epoch run)
+            raise ConfigError(f"{path}: the config file is empty; expected a mapping of config sections "
+                              f"(see configs/ for presets)")
+        _merge(cfg, data, str(path), sources=sources)
     for text in overrides:
-        _merge(cfg, parse_override(text), f"--set {text}")
-    return validate(cfg, str(path) if path else "config")
+        _merge(cfg, parse_override(text), f"--set {text}", sources=sources)
+    return validate(cfg, str(path) if path else "config", sources)
 
 
 def from_dict(data: dict, source: str = "checkpoint config") -> Config:
-    cfg = Config()
-    _merge(cfg, data, source)
-    return validate(cfg, source)
+    cfg, sources = Config(), {}
+    _merge(cfg, data, source, sources=sources)
+    return validate(cfg, source, sources)
 
 
 def to_dict(cfg: Config) -> dict:

@@ -17,6 +17,7 @@ import torchvision
 from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
+from pretrain.errors import UserError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's, as detectron2 expects too
 
@@ -33,7 +34,7 @@ DATASETS = {
 }
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """Missing or malformed dataset; the message names the path and what was expected."""
 
 
@@ -205,7 +206,7 @@ class EpochSampler(Sampler):
 
     Rank r of `world` takes positions r, r + world, ... of every global batch, so N
     processes see the same global batches as one process, grouped the way SplitBatchNorm
-    groups them (DESIGN §6). Incomplete last batches are dropped. Yields (index, item_seed):
+    groups them (docs/design.md §6). Incomplete last batches are dropped. Yields (index, item_seed):
     augmentation is a pure function of (seed, epoch, index).
     """
 

@@ -1,4 +1,4 @@
-"""Photometric augmentation batched on the training device (DESIGN §6).
+"""Photometric augmentation batched on the training device (docs/design.md §6).
 
 With `data.gpu_augment` the loader's workers only decode, crop and flip (uint8 tensors, cheap
 to pin and copy); the recipe's colour jitter, grayscale, blur and normalisation run here, on

@@ -12,7 +12,7 @@ Exact mode ranks with topk(hi), not a full sort. Estimated mode (`estimate = m >
 ImageNet-scale banks) works on a uniform random subset of the pool, shared by the batch and
 redrawn every step: a drawing method (IR, CMC) computes similarities to the subsample only
 (`subsample`, then `sample(..., columns=)`), takes the subsample's band, whose percentile
-edges estimate the pool's within about sqrt(p (1 - p) / m) (0.3 points at p = 0.1,
+edges estimate the pool's within about sqrt(p (1 - p) / m) (0.23 points at p = 0.1,
 m = 16384), and draws K distinct subsample entries from it. The subsample grows to 2K / (band
 fraction) entries so the band holds twice K: the similarities it costs are set by K, not by
 the pool size (only drawing the subset, a randperm, touches all N indices).

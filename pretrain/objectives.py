@@ -1,7 +1,7 @@
 """Contrastive objectives as pure functions of similarities (no state, no sampling).
 
 Ring changes only *which* negatives enter the loss, never its form: CNCE is InfoNCE whose
-negatives come from the ring, so a single function serves both (DESIGN §3).
+negatives come from the ring, so a single function serves both (docs/design.md §3).
 """
 from __future__ import annotations
 

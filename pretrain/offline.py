@@ -1,5 +1,5 @@
 """Embedded offline datasets built at run time from real images that registry packages ship
-(DESIGN §8). They make the `mini` profile run anywhere; they are smoke data, not benchmarks.
+(docs/design.md §8). They make the `mini` profile run anywhere; they are smoke data, not benchmarks.
 
 - photo_patches: 10 colour photos from scikit-image and scikit-learn; 32x32 crops, label =
   source photo. Train crops come from the left 60% of each photo and test crops from the

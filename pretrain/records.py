@@ -105,8 +105,8 @@ def load_all(results: str | os.PathLike) -> list[dict]:
     """Every valid record under `results`; a malformed one is named in a warning and skipped."""
     out = []
     for path in sorted(Path(results).glob("**/*.json")):
-        if path.name.startswith("."):
-            continue  # a temporary file being written
+        if any(part.startswith(".") for part in path.relative_to(results).parts):
+            continue  # a temporary file being written, or a run moved aside (.replaced/)
         try:
             record = json.loads(path.read_text())
             if not isinstance(record, dict):

@@ -21,6 +21,7 @@ from pretrain import checkpoint as ckpt
 from pretrain import config as config_mod
 from pretrain import data, distributed, methods
 from pretrain.device_augment import DeviceAugment
+from pretrain.devices import pick_device
 from pretrain.knn import features, knn_predict, topk_accuracy
 from pretrain.models import Encoder
 from pretrain.negatives import EmptyBandError, NegativeSampler
@@ -33,14 +34,6 @@ RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "tra
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message names the step."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise config_mod.ConfigError("train.device: 'cuda' requested but no CUDA device is available")
-    return torch.device(name)
 
 
 def learning_rate(optim_cfg, epoch: int) -> float:
@@ -70,8 +63,9 @@ class Trainer:
     def __init__(self, cfg, out_dir: str | os.PathLike, results_dir: str | os.PathLike | None = None):
         self.cfg, self.out = cfg, Path(out_dir)
         self.results = Path(results_dir) if results_dir else None
-        # under torchrun: one process per device, gloo on CPU, NCCL on GPUs (DESIGN §6)
-        self.device = distributed.init(cfg.train.device) or pick_device(cfg.train.device)
+        # under torchrun: one process per device, gloo on CPU, NCCL on GPUs (docs/design.md §6)
+        device = pick_device(cfg.train.device, "train.device")  # 'cuda' without a GPU: one line, under torchrun too
+        self.device = distributed.init(cfg.train.device) or device
         self.world, self.rank = distributed.world(), distributed.rank()
         if cfg.optim.batch_size % self.world:
             raise config_mod.ConfigError(f"optim.batch_size: {cfg.optim.batch_size} (the global batch) is not "

@@ -4,24 +4,27 @@ Regenerates the report (report.md, tables/, figures/) from existing results reco
 nothing is rerun."""
 from __future__ import annotations
 
-import argparse
 import sys
 import warnings
 from pathlib import Path
 
+from pretrain import cli
+from pretrain.errors import UserError
 from reports.report import build
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reports", description=__doc__.split("\n")[0])
+    p = cli.Parser(prog="python -m reports", description=__doc__.split("\n")[0])
     p.add_argument("--results", default="results", help="directory of results records (default: results)")
     p.add_argument("--out", default="report", help="where report.md, tables/ and figures/ go (default: report)")
     args = p.parse_args(argv)
     if not Path(args.results).is_dir():
         print(f"error: {args.results}: results directory not found", file=sys.stderr)
         return 2
-    if Path(args.out).exists() and not Path(args.out).is_dir():
-        print(f"error: {args.out}: exists and is not a directory", file=sys.stderr)
+    try:
+        cli.writable_dir(args.out, "--out")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

@@ -73,6 +73,9 @@ def evaluations(records: list[dict]) -> pd.DataFrame:
         if r.get("stage") != "evaluate":
             continue
         variant = r["task"].rsplit("_" + r["dataset"], 1)[0]  # e.g. linear_paper_e100, knn_k200_t0.07
+        if math.isnan(number(r["metrics"].get("top1"))):
+            skip(r, f"evaluation record whose metrics.top1 is not a number ({r['metrics'].get('top1')!r})")
+            continue
         rows.append({**identity(r), "dataset": r["dataset"],
                      "pretrain_dataset": r.get("pretrain_dataset") or r["dataset"],
                      "eval": r.get("evaluation") or re.sub(r"_(e|i|k)\d.*$", "", variant), "variant": variant,

@@ -25,7 +25,7 @@ class Report:
     """Markdown parts plus the table and figure files they link to."""
 
     def __init__(self, out: Path):
-        self.out, self.parts = out, []
+        self.out, self.parts, self.written = out, [], set()
 
     def add(self, *blocks: str) -> None:
         for block in blocks:  # a blank line after each: markdown needs it before a table
@@ -34,6 +34,7 @@ class Report:
     def table(self, t: tables.Table, level: str = "###", body: str | None = None) -> None:
         """Write the table's files; show `body` (default: its display frame) and link the files."""
         paths = render.write(t, self.out / "tables")
+        self.written.update(paths.values())
         links = " · ".join(f"[{label}]({p.relative_to(self.out).as_posix()})"
                            for label, p in zip(("markdown", "LaTeX", "CSV"), paths.values()))
         self.add(f"{level} {t.title}", t.note, body or render.markdown(t.display), f"Files: {links}")
@@ -50,6 +51,7 @@ class Report:
             path.unlink(missing_ok=True)  # never link a stale figure from an earlier report
             self.add(f"_Figure not drawn ({title}): {missing}._")
         else:
+            self.written.add(made)
             self.add(f"![{title}]({made.relative_to(self.out).as_posix()})")
 
 
@@ -125,6 +127,10 @@ def build(results: Path, out: Path) -> Path:
     tmp = path.with_name(".report.md.tmp")
     tmp.write_text("\n".join(rep.parts).rstrip() + "\n")
     tmp.replace(path)
+    for folder in ("tables", "figures"):  # an earlier report's files that this one did not write
+        for stale in (out / folder).glob("*"):
+            if stale.is_file() and stale not in rep.written:
+                stale.unlink()
     for w in caught:  # hand them on: the command line prints them
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return path

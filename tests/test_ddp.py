@@ -1,5 +1,5 @@
 """torchrun with 2 gloo processes on CPU computes what one process computes with the same
-global batch (DESIGN §6): the per-rank BN of DDP equals SplitBatchNorm with 2 groups."""
+global batch (docs/design.md §6): the per-rank BN of DDP equals SplitBatchNorm with 2 groups."""
 import json
 import subprocess
 import sys

@@ -70,10 +70,11 @@ def test_convert_cli_writes_moco_style_pickle_and_prints_mapping(tmp_path, capsy
 
 def test_convert_refuses_unknown_layouts_with_one_line(tmp_path, capsys):
     r18, _ = ckpt(tmp_path, "resnet18")
-    assert main(["convert", str(r18), str(tmp_path / "a.pkl")]) == 2  # the configs are R50
+    assert main(["convert", "--arch", "resnet50", str(r18), str(tmp_path / "a.pkl")]) == 2  # asked for an R50
     err = capsys.readouterr().err
     assert "holds a resnet18 backbone but the target is resnet50" in err and err.count("\n") == 1
-    assert main(["convert", "--quiet", "--arch", "resnet18", str(r18), str(tmp_path / "a.pkl")]) == 0
+    assert main(["convert", "--quiet", str(r18), str(tmp_path / "a.pkl")]) == 0  # default: the checkpoint's own
+    assert pickle.loads((tmp_path / "a.pkl").read_bytes())["ringbench"]["arch"] == "resnet18"
     cmc = models.backbone("cmc_resnet18")
     checkpoint.atomic_save({"format": checkpoint.FORMAT, "version": 1, "arch": "cmc_resnet18", "cifar_stem": False,
                             "backbone": cmc.state_dict(), "config": None}, tmp_path / "cmc.pt")

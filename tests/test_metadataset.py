@@ -335,7 +335,7 @@ def test_cli_errors_are_one_line_exit_2_and_write_no_record(tmp_path, capsys):
               "--results", str(tmp_path / "results"), "--workers", "0"]
     cases = [
         (["linear", *common, "--domains", "dtd", "aircraft"], "Meta-Dataset source 'aircraft' not found"),
-        (["linear", *common], "Meta-Dataset source 'aircraft' not found"),  # default: the paper's nine
+        (["linear", *common, "--domains", "paper"], "Meta-Dataset source 'aircraft' not found"),  # the paper's nine
         (["episodic", "--head", "logreg", *common, "--domains", "dtd", "--ways", "7"], "7-way episodes need"),
         (["convert", str(tmp_path / "folder"), str(tmp_path / "x"), "--name", "x", "--splits", "0.5,0.5"], "--splits"),
         (["convert", str(tmp_path / "nowhere"), str(tmp_path / "x"), "--name", "x"], "image folder not found"),

@@ -10,6 +10,7 @@ ALL = ["ir", "moco", "simclr", "la", "cmc"]
 
 def make(name, sampler="uniform", n=64, **over):
     sets = [f"method.name={name}", f"negatives.sampler={sampler}", "negatives.num=32", "method.queue_size=48",
+            "optim.batch_size=16",
             "model.feat_dim=16", "method.key_momentum=0.9", f"method.la_clusters={n}"]
     cfg = config.load(None, sets + [f"{k}={v}" for k, v in over.items()])
     m = methods.build(cfg, n, NegativeSampler.from_config(cfg.negatives, seed=0, device="cpu"))

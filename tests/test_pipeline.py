@@ -194,7 +194,7 @@ def test_bad_inputs_fail_fast_with_one_line_and_no_record(tmp_path, capsys):
     bad.write_bytes(b"PK\x03\x04 not really a checkpoint")
     assert evaluate_main(["knn", "--ckpt", str(bad), "--dataset", "photo_patches", "--results", str(tmp_path / "results")]) == 2
     err = capsys.readouterr().err
-    assert "corrupt or truncated checkpoint" in err and str(bad) in err and err.count("\n") == 1
+    assert "corrupt or truncated PyTorch checkpoint" in err and str(bad) in err and err.count("\n") == 1
     assert pretrain(tmp_path, "bad", "optim.epochs=ten") == 2  # wrong type
     err = capsys.readouterr().err
     assert "key 'optim.epochs': expected an integer" in err and err.count("\n") == 1

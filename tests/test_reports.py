@@ -81,7 +81,7 @@ def test_missing_results_dir(tmp_path, capsys):
     assert "results directory not found" in capsys.readouterr().err
     (tmp_path / "file").write_text("")
     assert reports_main(["--results", str(tmp_path), "--out", str(tmp_path / "file")]) == 2
-    assert "not a directory" in capsys.readouterr().err
+    assert "is a file, not a folder" in capsys.readouterr().err
 
 
 def test_wrongly_typed_records_are_named_and_skipped(tmp_path):

@@ -1,0 +1,110 @@
+"""What every command line shares: a parser whose errors are one line, argument types that
+name the flag, the value and the allowed range, output folders checked for writing before
+any work starts, run names that stay inside their folder, and the options every evaluation
+harness (evaluate, metadataset, detection) takes. No heavy imports."""
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+from pretrain.errors import UserError
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with a one-line error (no usage block): 'error: argument --k: ...'."""
+
+    def error(self, message: str):  # noqa: D401 - argparse's hook
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        sys.exit(2)
+
+
+def _number(kind, text: str, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def int_at_least(low: int):
+    """argparse type: an integer >= low."""
+    def parse(text: str) -> int:
+        value = _number(int, text, "an integer")
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} is out of range, expected an integer >= {low}")
+        return value
+    parse.__name__ = f"integer >= {low}"
+    return parse
+
+
+def float_in(low: float, high: float = float("inf"), low_open: bool = False, high_open: bool = False):
+    """argparse type: a float in [low, high] (open at an end where asked)."""
+    text_range = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+
+    def parse(text: str) -> float:
+        value = _number(float, text, "a number")
+        below = value <= low if low_open else value < low
+        above = value >= high if high_open else value > high
+        if below or above or value != value:
+            raise argparse.ArgumentTypeError(f"{value:g} is out of range, expected a number in {text_range}")
+        return value
+    parse.__name__ = f"number in {text_range}"
+    return parse
+
+
+ARCHS = ("resnet18", "resnet50", "cmc_resnet18")
+
+
+def architecture(text: str) -> str:
+    """argparse type: a backbone architecture this project builds."""
+    if text not in ARCHS:
+        raise argparse.ArgumentTypeError(f"unknown architecture {text!r}, expected one of {', '.join(ARCHS)}")
+    return text
+
+
+_NAME = re.compile(r"^[^/\\]+$")
+
+
+def check_run_name(name: str, flag: str) -> str:
+    """A run name is one folder name: no path separator, not '.' or '..', so that
+    OUT/<name>/ and RESULTS/<name>/ stay inside OUT and RESULTS."""
+    if not name or not _NAME.match(name) or name in (".", "..") or ".." in name.split("."):
+        raise UserError(f"{flag} {name!r}: a run name must be one folder name (no '/', '\\\\' or '..')")
+    return name
+
+
+def writable_dir(path: str | os.PathLike, flag: str) -> Path:
+    """Prove now, not after hours of compute, that `path` can be created and written: the
+    nearest existing folder on its way takes a test file (removed at once). Nothing is
+    created here; the command makes the folder when it writes its first file."""
+    path = Path(path)
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"{flag} {path}: {existing} is a file, not a folder")
+    try:
+        with tempfile.NamedTemporaryFile(dir=existing, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{flag} {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
+def evaluation_parent() -> argparse.ArgumentParser:
+    """Options of every evaluation harness that reads a checkpoint and writes records."""
+    p = argparse.ArgumentParser(add_help=False)
+    p.add_argument("--ckpt", required=True, help="checkpoint to evaluate (ringbench, torchvision ResNet state dict "
+                                                 "or MoCo checkpoint)")
+    p.add_argument("--results", default="results", help="records go to RESULTS/<run>/<stage>/ (default: results)")
+    p.add_argument("--run", help="run name in the record (default: the checkpoint's run name)")
+    p.add_argument("--arch", type=architecture, help=f"refuse the checkpoint unless its backbone is this "
+                                                     f"architecture ({', '.join(ARCHS)})")
+    p.add_argument("--image-size", type=int_at_least(1), help="input size in pixels")
+    p.add_argument("--workers", type=int_at_least(0), default=2, help="data loader processes (default: 2)")
+    p.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    p.add_argument("--seed", type=int, default=0)
+    return p

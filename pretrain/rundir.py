@@ -1,0 +1,37 @@
+"""One run, one folder. A run folder (OUT/<name>/) that already holds a run is never reused
+silently: its final.pt, checkpoints and log would be mixed with the new run's, and a record
+could pair one model's checkpoint with another run's config. Starting again needs --resume
+(continue that run; the checkpoint's config must match) or --overwrite, which moves the old
+run folder and its records aside (OUT/.replaced/, RESULTS/.replaced/), never deletes them."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pretrain.errors import UserError
+
+REPLACED = ".replaced"  # the report skips folders whose name starts with a dot
+
+
+def holds_run(out: Path, results: Path) -> bool:
+    return ((out / "final.pt").exists() or (out / "log.jsonl").exists()
+            or any((out / "checkpoints").glob("ckpt_step*.pt")) or any(results.glob("*/*.json")))
+
+
+def prepare(out: Path, results: Path, resume: str | None, overwrite: bool, main: bool = True) -> None:
+    """Refuse, with one line, to start a run where one already is, unless told what to do."""
+    if resume or not holds_run(out, results):
+        return
+    if not overwrite:
+        raise UserError(f"{out}: already holds run '{out.name}' (final.pt, checkpoints, log or records in "
+                        f"{results}); pass --resume auto to continue it, or --overwrite to start again "
+                        f"(the old run is moved aside)")
+    if not main:  # under torchrun rank 0 moves; the others only start
+        return
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for folder in (out, results):
+        if folder.exists():
+            aside = folder.parent / REPLACED / f"{folder.name}-{stamp}"
+            aside.parent.mkdir(parents=True, exist_ok=True)
+            folder.rename(aside)
+            print(f"[pretrain] --overwrite: moved {folder} aside to {aside}")

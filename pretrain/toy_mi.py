@@ -24,7 +24,6 @@ pairs and, for them, two independent candidate pools and negative sets (a, b):
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -32,6 +31,8 @@ from pathlib import Path
 
 import torch
 
+from pretrain import cli
+from pretrain.errors import UserError
 from pretrain.negatives import NegativeSampler
 
 # ring outer fractions; inner fixed (official semantics). 1.0 is the anneal start: the band is
@@ -121,27 +122,40 @@ def figure(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def widths_list(text: str) -> tuple[float, ...]:
+    """argparse type: comma-separated ring outer fractions, each in (0, 1]."""
+    check = cli.float_in(0, 1, low_open=True)
+    return tuple(check(w) for w in text.split(","))
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m pretrain.toy_mi", description=__doc__.split("\n")[0])
-    p.add_argument("--dim", type=int, default=8)
-    p.add_argument("--rho", type=float, default=0.5)
-    p.add_argument("--anchors", type=int, default=128)
-    p.add_argument("--pool", type=int, default=2048)
-    p.add_argument("--k", type=int, default=64)
-    p.add_argument("--repeats", type=int, default=200)
-    p.add_argument("--widths", default=",".join(map(str, DEFAULT_WIDTHS)), help="comma-separated outer fractions")
-    p.add_argument("--inner", type=float, default=0.1)
+    p = cli.Parser(prog="python -m pretrain.toy_mi", description=__doc__.split("\n")[0])
+    p.add_argument("--dim", type=cli.int_at_least(1), default=8)
+    p.add_argument("--rho", type=cli.float_in(-1, 1, low_open=True, high_open=True), default=0.5)
+    p.add_argument("--anchors", type=cli.int_at_least(1), default=128)
+    p.add_argument("--pool", type=cli.int_at_least(2), default=2048)
+    p.add_argument("--k", type=cli.int_at_least(1), default=64)
+    p.add_argument("--repeats", type=cli.int_at_least(2), default=200)
+    p.add_argument("--widths", type=widths_list, default=DEFAULT_WIDTHS,
+                   help="comma-separated outer fractions in (0, 1] (default: " + ",".join(map(str, DEFAULT_WIDTHS)) + ")")
+    p.add_argument("--inner", type=cli.float_in(0, 1, high_open=True), default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--results", default="results")
     p.add_argument("--out", default="work/toy_mi", help="where the figure goes")
     p.add_argument("--run", default="toy_mi")
     a = p.parse_args(argv)
-    if not 0.0 < abs(a.rho) < 1.0:
-        print(f"error: --rho {a.rho}: expected 0 < |rho| < 1", file=sys.stderr)
+    try:
+        cli.check_run_name(a.run, "--run")
+        cli.writable_dir(a.results, "--results")
+        cli.writable_dir(a.out, "--out")
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if a.rho == 0:
+        print("error: --rho 0: expected 0 < |rho| < 1 (the true MI would be 0)", file=sys.stderr)
         return 2
     start = time.time()
-    widths = tuple(float(w) for w in a.widths.split(","))
-    rows = run(a.dim, a.rho, a.anchors, a.pool, a.k, a.repeats, widths, a.inner, a.seed)
+    rows = run(a.dim, a.rho, a.anchors, a.pool, a.k, a.repeats, a.widths, a.inner, a.seed)
     fig = Path(a.out) / "toy_mi.png"
     figure(rows, fig)
     from pretrain import records

@@ -74,13 +74,13 @@ def test_linear_probe_two_gloo_processes_match_one_process(tmp_path):
         launcher = [sys.executable] if procs == 1 else [sys.executable, "-m", "torch.distributed.run",
                                                         "--standalone", "--nproc_per_node", "2"]
         out = subprocess.run(launcher + ["-m", "evaluate", "linear", "--protocol", "paper", "--epochs", "1",
-                                         "--ckpt", str(ckpt), "--results", str(results), "--workers", "0"],
+                                         "--ckpt", str(ckpt), "--results", str(results), "--workers", "0",
+                                         "--state-dir", str(results / "state")],
                              capture_output=True, text=True, timeout=600, env=env)
         assert out.returncode == 0, out.stderr[-2000:]
         assert out.stdout.count("[evaluate]") == 1  # one record line, from rank 0
-        fcs.append(torch.load(results / "pre" / "evaluate" / "linear_paper_photo_patches.probe.pt",
-                              weights_only=False)["fc"])
-        metrics.append(json.loads((results / "pre" / "evaluate" / "linear_paper_photo_patches.json").read_text())["metrics"])
+        fcs.append(torch.load(results / "state" / "linear_paper_e1_photo_patches.pt", weights_only=False)["fc"])
+        metrics.append(json.loads((results / "pre" / "evaluate" / "linear_paper_e1_photo_patches.json").read_text())["metrics"])
     for k in fcs[0]:  # summation order differs (all-reduce): float noise only (measured <= 6e-7)
         rel = ((fcs[0][k] - fcs[1][k]).norm() / fcs[0][k].norm()).item()
         print(f"linear probe {k}: relative difference {rel:.2e}")

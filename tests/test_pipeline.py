@@ -158,7 +158,9 @@ def test_resume_refuses_a_changed_config(tmp_path, capsys):
 def test_non_finite_loss_stops_with_step_and_keeps_checkpoint(tmp_path, capsys):
     code = pretrain(tmp_path, "nan", "optim.lr=1e30", "train.ckpt_every=1", "data.limit=64")
     err = capsys.readouterr().err
-    assert code == 1 and "non-finite loss" in err and "at step" in err
+    # steps count from 1 as the progress lines and checkpoint names do: step 1 was finite and
+    # saved as ckpt_step00000001, step 2 is the first with a non-finite loss
+    assert code == 1 and "non-finite loss (nan) at step 2 (epoch 1)" in err and "ckpt_step00000001.pt" in err
     assert not (tmp_path / "results" / "nan").exists()
     ckpts = list((tmp_path / "runs/nan/checkpoints").glob("ckpt_step*.pt"))
     for c in ckpts:  # what was saved is a good (finite) state

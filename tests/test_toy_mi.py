@@ -62,4 +62,8 @@ def test_cli_writes_record_and_figure(tmp_path):
     assert rec["stage"] == "toy_mi" and len(rec["estimates"]) == 2 and "cnce@0.5/std_negatives" in rec["metrics"]
     assert "cnce@0.5/harder" in rec["metrics"]
     assert (tmp_path / "o/toy_mi.png").stat().st_size > 1000
-    assert toy_mi.main(["--rho", "1.0", "--results", str(tmp_path / "r2")]) == 2
+    with pytest.raises(SystemExit) as exc:  # one line from the parser: --rho out of (-1, 1)
+        toy_mi.main(["--rho", "1.0", "--results", str(tmp_path / "r2")])
+    assert exc.value.code == 2
+    assert toy_mi.main(["--rho", "0", "--results", str(tmp_path / "r2")]) == 2
+    assert not (tmp_path / "r2").exists()

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import torch
 
+from pretrain.registry import METHODS
+
 TINY = ["data.dataset=photo_patches", "data.limit=128", "data.workers=0", "optim.batch_size=32",
         "optim.epochs=3", "optim.schedule=cosine", "model.feat_dim=32", "negatives.num=64",
         "negatives.sampler=ring", "negatives.outer=0.5", "negatives.anneal.schedule=linear",
@@ -76,7 +78,7 @@ def check(work: Path, kills: int, method: str = "ir", seed: int = 0) -> list[str
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--kills", type=int, default=5)
-    p.add_argument("--method", default="ir", choices=("ir", "moco", "simclr", "la", "cmc"))
+    p.add_argument("--method", default="ir", choices=METHODS.names())
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--work", default="work/faults")
     a = p.parse_args()

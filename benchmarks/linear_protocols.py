@@ -18,6 +18,7 @@ from evaluate import linear
 from pretrain import checkpoint, data
 from pretrain.knn import features
 from pretrain.devices import pick_device
+from pretrain.registry import PROTOCOLS
 
 
 def main() -> None:
@@ -35,7 +36,8 @@ def main() -> None:
     sd, arch, stem, _ = checkpoint.backbone_state(payload, args.ckpt)
     cfg = payload.get("config") or {}
     name = args.dataset or cfg["data"]["dataset"]
-    _, train_split, test_split, native, classes = data.DATASETS[name]
+    d = data.info(name)
+    train_split, test_split, native, classes = d.train, d.test, d.native, d.classes
     size = (cfg.get("data", {}).get("image_size") if cfg.get("data", {}).get("dataset") == name else None) or native or 224
     train = data.load(name, args.data_root, train_split)
     test = data.load(name, args.data_root, test_split)
@@ -48,11 +50,11 @@ def main() -> None:
                                    num_workers=args.workers)
     tx, ty = features(net, loader(train), device, normalize=False)
     qx, qy = features(net, loader(test), device, normalize=False)
-    acc = linear.cached(tx, ty, qx, qy, classes, linear.PROTOCOLS["cached"])
+    acc = linear.cached(tx, ty, qx, qy, classes, PROTOCOLS["cached"])
     rows.append(("cached", time.perf_counter() - t, acc))
 
     t = time.perf_counter()
-    paper = linear.with_epochs(linear.PROTOCOLS["paper"], args.paper_epochs)
+    paper = linear.with_epochs(PROTOCOLS["paper"], args.paper_epochs)
     acc = linear.full_path(sd, arch, stem, paper, train, test, classes, size, native,
                            cfg.get("data", {}).get("augment", "moco_v2"), device, args.workers)
     rows.append((f"paper ({args.paper_epochs} ep)", time.perf_counter() - t, acc))

@@ -24,7 +24,7 @@ TESTS = ["tests/test_negatives.py", "tests/test_ring_wiring.py", "tests/test_met
 # name: (file, text to replace, replacement)
 MUTATIONS = {
     "sampler.full always true (every ring is the whole pool)":
-        ("pretrain/negatives.py", 'return self.kind == "uniform"', "return True"),
+        ("pretrain/negatives.py", "return SAMPLERS[self.kind](self.outer_final, self.inner) is None", "return True"),
     "MoCo drops the ring mask":
         ("pretrain/methods/moco.py", "mask = None if self.sampler.full else self.sampler.mask(neg.detach(), epoch=epoch)",
          "mask = None"),
@@ -38,9 +38,9 @@ MUTATIONS = {
         ("pretrain/methods/base.py", "idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols)",
          "idx = (torch.randint(len(rows) - 1, (len(index), k)) + index[:, None] + 1) % len(rows)"),
     "CMC's ab direction ignores the ring":
-        ("pretrain/methods/cmc.py", "return info_nce(*bank_logits(q, bank.rows, index, self.sampler, self.k, epoch), self.t)",
-         "return info_nce(*bank_logits(q, bank.rows, index, self.sampler if bank is self.bank_ab else "
-         "__import__('pretrain.negatives').negatives.NegativeSampler('uniform'), self.k, epoch), self.t)"),
+        ("pretrain/methods/cmc.py", "bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)",
+         "bank_logits(q, bank.rows, index, self.sampler if bank is self.bank_ab else "
+         "__import__('pretrain.negatives').negatives.NegativeSampler('uniform'), self.cfg.negatives.num, epoch)"),
     "the objective ignores the mask":
         ("pretrain/objectives.py", "if neg_mask is not None:", "if False:"),
     "band limits rounded, not truncated":

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from pretrain import cli
+from pretrain.registry import DATASETS, PROTOCOLS
 
 
 def _parser() -> cli.Parser:
@@ -17,12 +18,12 @@ def _parser() -> cli.Parser:
     sub = p.add_subparsers(dest="task", required=True, parser_class=cli.Parser)
     for task in ("linear", "knn"):
         s = sub.add_parser(task, help=f"{task} evaluation", parents=[cli.evaluation_parent()])
-        s.add_argument("--dataset", help="cifar10, cifar100, stl10, imagenet, imagenet100, photo_patches, mnist5k "
-                                         "(default: the checkpoint's pretraining dataset)")
+        s.add_argument("--dataset", help=f"{', '.join(DATASETS.names())} (default: the checkpoint's pretraining "
+                                         f"dataset)")
         s.add_argument("--data-root", default="data", help="directory holding the dataset (default: data)")
         s.add_argument("--no-verify", action="store_true", help="skip torchvision's md5 checks (tiny test files)")
         if task == "linear":
-            s.add_argument("--protocol", default="paper", choices=("paper", "moco", "cached"))
+            s.add_argument("--protocol", default="paper", choices=PROTOCOLS.names())
             s.add_argument("--epochs", type=cli.int_at_least(1),
                            help="override the protocol's epochs (L-BFGS iterations for cached)")
             s.add_argument("--resume", action="store_true",
@@ -62,9 +63,10 @@ def run(args) -> Path:
     name = args.dataset or pre.get("dataset")
     if name is None:
         raise data.DataError(f"{args.ckpt}: checkpoint does not name its dataset; pass --dataset")
-    if name not in data.DATASETS:
-        raise data.DataError(f"--dataset {name!r}: unknown, expected one of {', '.join(data.DATASETS)}")
-    _, train_split, test_split, native, classes = data.DATASETS[name]
+    if name not in DATASETS:
+        raise data.DataError(f"--dataset {name!r}: unknown dataset, expected one of {', '.join(DATASETS.names())}")
+    d = data.info(name)
+    train_split, test_split, native, classes = d.train, d.test, d.native, d.classes
     size = args.image_size or (pre.get("image_size") if pre.get("dataset") == name else None) or native or 224
     verify = not args.no_verify
     train_ds = data.load(name, args.data_root, train_split, verify)
@@ -87,7 +89,7 @@ def run(args) -> Path:
                                                         f"on unaugmented frozen features; train split as the bank")
         task = f"knn_k{args.k}_t{args.t:g}_{name}"
     else:
-        protocol = linear.with_epochs(linear.PROTOCOLS[args.protocol], args.epochs)
+        protocol = linear.with_epochs(PROTOCOLS[args.protocol], args.epochs)
         if protocol.name == "cached":
             tx, ty = cache(train_ds, False)
             qx, qy = cache(test_ds, False)

@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 
 from pretrain import data
 from pretrain.knn import topk_accuracy
+from pretrain.registry import PROTOCOLS
 
 
 @dataclass
@@ -41,14 +42,12 @@ class Protocol:
     follows: str = ""  # whose recipe these settings are
 
 
-PROTOCOLS = {
-    "paper": Protocol("paper", lr=0.01, weight_decay=1e-5, epochs=100, augment="pretrain",
-                      follows="the official Ring code's linear evaluation"),
-    "moco": Protocol("moco", lr=30.0, weight_decay=0.0, epochs=100, milestones=[60, 80], augment="crop_flip",
-                     follows="MoCo's linear evaluation (He et al. 2020)"),
-    "cached": Protocol("cached", lr=1.0, weight_decay=1e-5, epochs=300, augment="none",
-                       follows="no published protocol: a fast proxy"),
-}
+PROTOCOLS.register("paper", Protocol("paper", lr=0.01, weight_decay=1e-5, epochs=100, augment="pretrain",
+                                     follows="the official Ring code's linear evaluation"))
+PROTOCOLS.register("moco", Protocol("moco", lr=30.0, weight_decay=0.0, epochs=100, milestones=[60, 80],
+                                    augment="crop_flip", follows="MoCo's linear evaluation (He et al. 2020)"))
+PROTOCOLS.register("cached", Protocol("cached", lr=1.0, weight_decay=1e-5, epochs=300, augment="none",
+                                      follows="no published protocol: a fast proxy"))
 
 
 class SanityError(AssertionError):

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from pretrain.errors import UserError
+from pretrain.registry import DATASETS, METHODS, SAMPLERS, Registry
 
 
 class ConfigError(UserError):
@@ -111,18 +112,23 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
 
 
-CHOICES = {
-    "data.dataset": ("cifar10", "cifar100", "stl10", "imagenet", "imagenet100", "photo_patches", "mnist5k"),
+CHOICES = {  # a tuple, or a registry (pretrain/registry.py) whose names are the choices
+    "data.dataset": DATASETS,
     "data.augment": ("moco_v2", "ring", "cmc"),
     "model.arch": ("resnet18", "resnet50"),
     "model.head": ("mlp", "linear"),
-    "negatives.sampler": ("uniform", "ring", "ball"),
+    "negatives.sampler": SAMPLERS,
     "train.precision": ("auto", "fp32", "bf16"),
-    "negatives.anneal.schedule": ("none", "linear", "step", "cosine", "exponential"),
-    "method.name": ("ir", "moco", "simclr", "la", "cmc"),
+    "negatives.anneal.schedule": ("none", "linear", "step", "cosine", "exponential"),  # = negatives.SCHEDULES
+    "method.name": METHODS,
     "optim.schedule": ("step", "cosine"),
     "train.device": ("auto", "cpu", "cuda"),
 }
+
+
+def choices(dotted: str) -> tuple[str, ...]:
+    allowed = CHOICES[dotted]
+    return allowed.names() if isinstance(allowed, Registry) else allowed
 
 
 def _coerce(value, typ, where: str):
@@ -229,8 +235,8 @@ def validate(cfg: Config, source: str = "config", sources: dict | None = None) -
     sources = sources or {}
     flat = to_dict(cfg)
     where = lambda dotted: sources.get(dotted, f"{source} (default)" if source != "config" else "default config")  # noqa: E731
-    for dotted, allowed in CHOICES.items():
-        value = _get(flat, dotted)
+    for dotted in CHOICES:
+        allowed, value = choices(dotted), _get(flat, dotted)
         if value not in allowed:
             raise ConfigError(f"{where(dotted)}: key '{dotted}' = {value!r}, expected one of {', '.join(allowed)}")
     for dotted in list(RANGES) + list(POSITIVE):

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -18,21 +20,9 @@ from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 from pretrain.errors import UserError
+from pretrain.registry import DATASETS
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's, as detectron2 expects too
-
-# name -> (pretraining split, labelled train split, test split, native size, classes);
-# native size None: an ImageFolder of images of any size
-DATASETS = {
-    "cifar10": ("train", "train", "test", 32, 10),
-    "cifar100": ("train", "train", "test", 32, 100),
-    "stl10": ("train+unlabeled", "train", "test", 96, 10),
-    "imagenet": ("train", "train", "val", None, 1000),
-    "imagenet100": ("train", "train", "val", None, 100),
-    "photo_patches": ("train", "train", "test", 32, 10),
-    "mnist5k": ("train", "train", "test", 28, 10),
-}
-
 
 class DataError(UserError):
     """Missing or malformed dataset; the message names the path and what was expected."""
@@ -73,39 +63,89 @@ class STL10(_Checksums, torchvision.datasets.STL10):
         super().__init__(root, split=split, download=False)
 
 
-_EXPECTED = {
-    "cifar10": ("cifar-10-batches-py", "the CIFAR-10 python pickles (data_batch_1..5, test_batch, batches.meta)"),
-    "cifar100": ("cifar-100-python", "the CIFAR-100 python pickles (train, test, meta)"),
-    "stl10": ("stl10_binary", "the STL-10 binaries (train_X.bin, train_y.bin, unlabeled_X.bin, test_X.bin, test_y.bin)"),
-    "imagenet": ("imagenet", "an ImageFolder tree imagenet/{train,val}/<class>/*.JPEG"),
-    "imagenet100": ("imagenet100", "an ImageFolder tree imagenet100/{train,val}/<class>/*.JPEG"),
-}
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What the loops need to know of a dataset: its splits (pretraining, labelled train,
+    test), native image size (None: an ImageFolder of any size), classes, and where it lives."""
+    pretrain: str
+    train: str
+    test: str
+    native: int | None
+    classes: int
+    folder: str | None = None      # under --data-root (None: embedded offline data)
+    expected: str = ""             # what the folder must hold, for the error message
+    read: Callable | None = None   # (root, split, verify) -> Dataset
+
+
+def dataset(name: str, **info):
+    """Register a dataset's reader: @dataset("cifar10", pretrain="train", ...)."""
+    def add(read):
+        DATASETS.register(name, DatasetInfo(**info, read=read))
+        return read
+    return add
+
+
+def info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS.names())}")
+    return DATASETS[name]
+
+
+@dataset("cifar10", pretrain="train", train="train", test="test", native=32, classes=10, folder="cifar-10-batches-py",
+         expected="the CIFAR-10 python pickles (data_batch_1..5, test_batch, batches.meta)")
+def _cifar10(root, split, verify):
+    return CIFAR10(root, train=split == "train", verify=verify)
+
+
+@dataset("cifar100", pretrain="train", train="train", test="test", native=32, classes=100, folder="cifar-100-python",
+         expected="the CIFAR-100 python pickles (train, test, meta)")
+def _cifar100(root, split, verify):
+    return CIFAR100(root, train=split == "train", verify=verify)
+
+
+@dataset("stl10", pretrain="train+unlabeled", train="train", test="test", native=96, classes=10, folder="stl10_binary",
+         expected="the STL-10 binaries (train_X.bin, train_y.bin, unlabeled_X.bin, test_X.bin, test_y.bin)")
+def _stl10(root, split, verify):
+    return STL10(root, split=split, verify=verify)
+
+
+def _image_folder(name: str, classes: int):
+    @dataset(name, pretrain="train", train="train", test="val", native=None, classes=classes, folder=name,
+             expected=f"an ImageFolder tree {name}/{{train,val}}/<class>/*.JPEG")
+    def read(root, split, verify):
+        return torchvision.datasets.ImageFolder(str(Path(root) / name / split))
+
+
+_image_folder("imagenet", 1000)
+_image_folder("imagenet100", 100)
+
+
+def _offline(name: str, native: int):
+    @dataset(name, pretrain="train", train="train", test="test", native=native, classes=10)
+    def read(root, split, verify):
+        from pretrain import offline  # embedded data: built from registry packages
+        return offline.load(name, split)
+
+
+_offline("photo_patches", 32)
+_offline("mnist5k", 28)
 
 
 def load(name: str, root: str | os.PathLike, split: str, verify: bool = True) -> Dataset:
     """The named dataset's split as (PIL image, target) pairs, read from `root`."""
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}, expected one of {', '.join(DATASETS)}")
-    if name in ("photo_patches", "mnist5k"):
-        from pretrain import offline  # embedded data: built from registry packages
-        return offline.load(name, split)
-    folder, what = _EXPECTED[name]
-    where = Path(root) / folder / (split if name.startswith("imagenet") else "")
+    d = info(name)
+    if d.folder is None:
+        return d.read(root, split, verify)
+    where = Path(root) / d.folder / (split if d.native is None else "")
     if not where.is_dir():
-        raise DataError(f"{where}: directory not found; expected {what}")
+        raise DataError(f"{where}: directory not found; expected {d.expected}")
     try:
-        if name == "cifar10":
-            return CIFAR10(root, train=split == "train", verify=verify)
-        if name == "cifar100":
-            return CIFAR100(root, train=split == "train", verify=verify)
-        if name == "stl10":
-            return STL10(root, split=split, verify=verify)
-        return torchvision.datasets.ImageFolder(str(where))
+        return d.read(root, split, verify)
     except (RuntimeError, FileNotFoundError, OSError, ValueError, KeyError, EOFError) as exc:
         detail = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"{where}: cannot read {name} ({detail}); expected {what}") from None
+        raise DataError(f"{where}: cannot read {name} ({detail}); expected {d.expected}") from None
     except Exception as exc:  # unpickling garbage raises all sorts (UnpicklingError, TypeError, ...)
-        raise DataError(f"{where}: cannot read {name} ({type(exc).__name__}: {exc}); expected {what}") from None
+        raise DataError(f"{where}: cannot read {name} ({type(exc).__name__}: {exc}); expected {d.expected}") from None
 
 
 def targets(ds: Dataset) -> torch.Tensor:

@@ -26,9 +26,26 @@ import math
 import torch
 
 from pretrain import distributed
+from pretrain.registry import SAMPLERS
 
-SCHEDULES = ("none", "linear", "step", "cosine", "exponential")
-KINDS = ("uniform", "ring", "ball")
+SCHEDULES = ("none", "linear", "step", "cosine", "exponential")  # (pretrain.config checks the key against these)
+
+
+# Each sampler kind is the band it keeps, as (outer, inner) fractions, or None for the whole pool.
+@SAMPLERS.register("uniform", label="Uniform (whole pool)")
+def uniform_band(outer: float, inner: float) -> None:
+    return None
+
+
+@SAMPLERS.register("ring", label="Ring")
+def ring_band(outer: float, inner: float) -> tuple[float, float]:
+    return outer, inner
+
+
+@SAMPLERS.register("ball", label="Ball")
+def ball_band(outer: float, inner: float) -> tuple[float, float]:
+    """No inner cut: the closest `outer` fraction (LA's k-nearest background)."""
+    return outer, 0.0
 
 
 class EmptyBandError(RuntimeError):
@@ -70,8 +87,8 @@ class NegativeSampler:
                  schedule: str = "none", anneal_epochs: float = 0.0, anneal_start: float = 1.0,
                  anneal_steps: int = 4, anneal_decay: float = 0.1, seed: int = 0, device="cpu",
                  estimate: int = 0):
-        if kind not in KINDS:
-            raise ValueError(f"unknown negative sampler {kind!r}, expected one of {KINDS}")
+        if kind not in SAMPLERS:
+            raise ValueError(f"unknown negative sampler {kind!r}, expected one of {', '.join(SAMPLERS.names())}")
         if not (0.0 < outer <= 1.0 and 0.0 <= inner < 1.0):
             raise ValueError(f"ring fractions must satisfy 0 < outer <= 1 and 0 <= inner < 1, got {outer}, {inner}")
         self.kind, self.outer_final, self.inner, self.estimate = kind, outer, inner, estimate
@@ -88,14 +105,13 @@ class NegativeSampler:
 
     @property
     def full(self) -> bool:
-        return self.kind == "uniform"
+        """The band is the whole pool (uniform negatives): no similarities are needed."""
+        return SAMPLERS[self.kind](self.outer_final, self.inner) is None
 
     def fractions(self, epoch: float = 0.0) -> tuple[float, float]:
-        """(outer, inner) in force at `epoch`; (1, 0) for uniform."""
-        if self.full:
-            return 1.0, 0.0
-        outer = anneal(final=self.outer_final, epoch=epoch, **self.schedule)
-        return outer, (self.inner if self.kind == "ring" else 0.0)
+        """(outer, inner) in force at `epoch`; (1, 0) for the whole pool."""
+        band = SAMPLERS[self.kind](anneal(final=self.outer_final, epoch=epoch, **self.schedule), self.inner)
+        return (1.0, 0.0) if band is None else band
 
     @torch.no_grad()
     def band(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:

@@ -71,7 +71,7 @@ class Trainer:
             raise config_mod.ConfigError(f"optim.batch_size: {cfg.optim.batch_size} (the global batch) is not "
                                          f"divisible by {self.world} processes")
         torch.manual_seed(cfg.train.seed)
-        split = data.DATASETS[cfg.data.dataset][0]
+        split = data.info(cfg.data.dataset).pretrain
         base = data.subset(data.load(cfg.data.dataset, cfg.data.root, split, cfg.data.verify_checksums), cfg.data.limit)
         self.sampler = NegativeSampler.from_config(cfg.negatives, cfg.train.seed, self.device)
         self.method = methods.build(cfg, len(base), self.sampler).to(self.device)
@@ -213,16 +213,16 @@ class Trainer:
         """Weighted kNN top-1/top-5 on the test split, train split as the labelled bank."""
         cfg = self.cfg
         if self._monitor_loaders is None:  # built once: re-reading datasets every epoch is waste
-            _, train_split, test_split, native, _ = data.DATASETS[cfg.data.dataset]
-            tf = data.eval_transform(cfg.data.image_size, native)
+            d = data.info(cfg.data.dataset)
+            tf = data.eval_transform(cfg.data.image_size, d.native)
             self._monitor_loaders = [
                 DataLoader(data.Views(data.load(cfg.data.dataset, cfg.data.root, split, cfg.data.verify_checksums), tf),
                            batch_size=256, num_workers=cfg.data.workers)
-                for split in (train_split, test_split)]
+                for split in (d.train, d.test)]
         net = self.method.encoder.backbone
         bank, bank_y = features(net, self._monitor_loaders[0], self.device)
         query, query_y = features(net, self._monitor_loaders[1], self.device)
-        scores = knn_predict(query, bank, bank_y, data.DATASETS[cfg.data.dataset][4], cfg.train.knn_k, cfg.train.knn_t)
+        scores = knn_predict(query, bank, bank_y, data.info(cfg.data.dataset).classes, cfg.train.knn_k, cfg.train.knn_t)
         return topk_accuracy(scores, query_y)
 
     # ------------------------------------------------------------ loop

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import pandas as pd
 from scipy import stats as sps
 
+from pretrain.registry import METHODS, SAMPLERS
 from reports import frames
 from reports.frames import evaluations  # noqa: F401  (kept importable from here)
 
@@ -22,8 +23,9 @@ DASH = "—"
 PAPER_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet")  # the paper's column order
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "imagenet": "ImageNet",
                  "imagenet100": "ImageNet-100"}
-METHOD_NAMES = {"ir": "IR", "moco": "MoCo", "cmc": "CMC", "simclr": "SimCLR", "la": "LA"}
-SAMPLER_NAMES = {"ring": "Ring", "ball": "Ball", "uniform": "Uniform (whole pool)"}
+METHOD_NAMES = {name: METHODS.label(name) for name in METHODS.names()}  # the registry's order and labels
+SAMPLER_NAMES = {name: SAMPLERS.label(name) for name in SAMPLERS.names()}
+SAMPLER_ORDER = ("ring", *(n for n in SAMPLERS.names() if n != "ring"))  # Ring first: the comparison
 EVAL_ORDER = ("linear_paper", "linear_moco", "linear_cached", "knn")
 EVAL_TITLES = {"linear_paper": "Linear probe with the official Ring code's settings",
                "linear_moco": "Linear probe with MoCo's settings",
@@ -115,7 +117,7 @@ def model_rows(df: pd.DataFrame) -> list[tuple[str, str, bool]]:
     out, bases = [], baselines(df)
     for method in ordered(df["method"], METHOD_NAMES):
         base = bases[method]
-        samplers = ordered(df.loc[df["method"] == method, "negatives"], (base, "ring", "ball", "uniform"))
+        samplers = ordered(df.loc[df["method"] == method, "negatives"], (base, *SAMPLER_ORDER))
         out += [(method, s, False) for s in samplers]
         if base in samplers:
             out += [(method, s, True) for s in samplers if s != base]
@@ -161,7 +163,7 @@ def ring_vs_baseline(evals: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
     base = table.index.get_level_values("method").map(baselines(evals))
     out = pd.DataFrame({"baseline negatives": base}, index=table.index)
     out["baseline"] = [table.at[i, b] if b in table.columns else math.nan for i, b in zip(table.index, base)]
-    for col in ordered(table.columns, ("ring", "ball", "uniform")):
+    for col in ordered(table.columns, SAMPLER_ORDER):
         other = table[col].where(base != col)  # a method's own baseline is not compared with itself
         if other.notna().any():
             out[col] = other

@@ -111,6 +111,6 @@ def test_epoch_sampler_resume_and_ranks():
 def test_imagefolder_eval_view_has_the_requested_size(tmp_path):
     formats.write_imagefolder(tmp_path / "imagenet", size=70)  # 70 x 78 images
     ds = data.load("imagenet", tmp_path, "val")
-    _, _, _, native, _ = data.DATASETS["imagenet"]
+    native = data.info("imagenet").native
     view = data.Views(ds, data.eval_transform(64, native))[0][0][0]
     assert view.shape == (3, 64, 64)

@@ -5,6 +5,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from evaluate import linear
+from pretrain.registry import PROTOCOLS
 from pretrain import models
 from pretrain.knn import knn_predict, topk_accuracy
 
@@ -111,7 +112,7 @@ def test_full_path_and_cached_path_agree_on_an_easy_task(tmp_path):
     loader = lambda ds: DataLoader(data.Views(ds, data.eval_transform(32, 32)), batch_size=256)
     tx, ty = features(net, loader(train), "cpu", normalize=False)
     qx, qy = features(net, loader(test), "cpu", normalize=False)
-    cached, _ = linear.cached(tx, ty, qx, qy, 10, linear.PROTOCOLS["cached"])
+    cached, _ = linear.cached(tx, ty, qx, qy, 10, PROTOCOLS["cached"])
     assert full["top1"] >= 95.0 and cached["top1"] >= 95.0
     assert full["top1"] == pytest.approx(cached["top1"], abs=3.0)
 

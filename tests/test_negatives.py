@@ -142,6 +142,8 @@ def test_full_band_equals_uniform():
 
 @pytest.mark.parametrize("schedule", SCHEDULES)
 def test_every_schedule_selectable_and_monotone(schedule):
+    from pretrain import config
+    assert config.choices("negatives.anneal.schedule") == SCHEDULES  # the config accepts exactly these
     values = [anneal(schedule, e / 10, final=0.1, start=1.0, epochs=5) for e in range(0, 80)]
     assert values[0] == pytest.approx(1.0 if schedule != "none" else 0.1)
     assert values[-1] == pytest.approx(0.1)

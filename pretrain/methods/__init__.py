@@ -1,11 +1,14 @@
-"""Base methods, one short file each, looked up by config name."""
-from pretrain.methods.cmc import CMC
-from pretrain.methods.ir import IR
-from pretrain.methods.la import LA
-from pretrain.methods.moco import MoCo
-from pretrain.methods.simclr import SimCLR
+"""Base methods, one short file each. Every module here registers its method with
+@METHODS.register; importing the package imports them all, so adding a method is adding a
+file (and its presets)."""
+import importlib
+import pkgutil
 
-METHODS = {"ir": IR, "moco": MoCo, "simclr": SimCLR, "la": LA, "cmc": CMC}
+from pretrain.registry import METHODS
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name != "base":
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 
 def build(cfg, num_samples: int, sampler):

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
+from pretrain import distributed
+from pretrain.memory import MemoryBank
 from pretrain.models import Encoder
 from pretrain.negatives import NegativeSampler
 
@@ -32,6 +34,31 @@ class Method(nn.Module):
 
     def step_end(self) -> None:
         pass
+
+
+class BankMethod(Method):
+    """A method with memory banks, one row per training image (IR, CMC, LA): the banks are
+    made here, the step's embeddings are remembered in `forward` and written in `step_end`,
+    after the optimizer step, gathered from every rank (so every rank holds the same banks)."""
+
+    banks = ("bank",)  # attribute names, in creation order (their rows come from init_generator)
+
+    def __init__(self, cfg, num_samples, sampler):
+        super().__init__(cfg, num_samples, sampler)
+        for name in self.banks:
+            setattr(self, name, MemoryBank(num_samples, cfg.model.feat_dim, cfg.method.bank_momentum,
+                                           self.init_generator))
+        self._pending = None
+
+    def remember(self, index: torch.Tensor, *embeddings: torch.Tensor) -> None:
+        """This step's embeddings, one per bank in `banks` order, for step_end to write."""
+        self._pending = (index, *(e.detach() for e in embeddings))
+
+    def step_end(self) -> None:
+        index, *embeddings = (distributed.gather(t) for t in self._pending)  # every rank: the global batch
+        for name, emb in zip(self.banks, embeddings):
+            getattr(self, name).update(index, emb)
+        self._pending = None
 
 
 def bank_logits(q: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sampler: NegativeSampler,

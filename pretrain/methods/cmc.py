@@ -5,28 +5,21 @@ row; K negatives from the sampler's band of that bank, the anchor's own row excl
 the two directions are summed. Ring ranks each bank by similarity to the querying view."""
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 
-from pretrain import distributed
-from pretrain.memory import MemoryBank
-from pretrain.methods.base import Method, bank_logits
+from pretrain.methods.base import BankMethod, bank_logits
 from pretrain.objectives import info_nce
+from pretrain.registry import METHODS
 
 
-class CMC(Method):
+@METHODS.register("cmc", label="CMC", order=2)
+class CMC(BankMethod):
     views = 1
     split_lab = True
-
-    def __init__(self, cfg, num_samples, sampler):
-        super().__init__(cfg, num_samples, sampler)
-        mk = lambda: MemoryBank(num_samples, cfg.model.feat_dim, cfg.method.bank_momentum, self.init_generator)
-        self.bank_l, self.bank_ab = mk(), mk()
-        self.k = cfg.negatives.num
-        self._pending = None
+    banks = ("bank_l", "bank_ab")
 
     def _direction(self, q, bank, index, epoch):
-        return info_nce(*bank_logits(q, bank.rows, index, self.sampler, self.k, epoch), self.t)
+        return info_nce(*bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch), self.t)
 
     def forward(self, views, index, epoch):
         enc = self.encoder
@@ -34,11 +27,5 @@ class CMC(Method):
         z_l, z_ab = F.normalize(enc.head["l"](f_l), dim=1), F.normalize(enc.head["ab"](f_ab), dim=1)
         loss_l = self._direction(z_l, self.bank_ab, index, epoch)   # L anchors, ab memories
         loss_ab = self._direction(z_ab, self.bank_l, index, epoch)  # ab anchors, L memories
-        self._pending = (index, z_l.detach(), z_ab.detach())
+        self.remember(index, z_l, z_ab)
         return loss_l + loss_ab, {"loss_l": loss_l.item(), "loss_ab": loss_ab.item()}
-
-    def step_end(self):
-        index, z_l, z_ab = (distributed.gather(t) for t in self._pending)  # every rank: the global batch
-        self.bank_l.update(index, z_l)
-        self.bank_ab.update(index, z_ab)
-        self._pending = None

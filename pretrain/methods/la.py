@@ -10,25 +10,23 @@ from __future__ import annotations
 import torch
 
 from pretrain.kmeans import spherical_kmeans
-from pretrain import distributed
-from pretrain.memory import MemoryBank
-from pretrain.methods.base import Method
+from pretrain.methods.base import BankMethod
 from pretrain.objectives import aggregation_loss
+from pretrain.registry import METHODS
 
 
-class LA(Method):
+@METHODS.register("la", label="LA", order=4)
+class LA(BankMethod):
     views = 1
     baseline_sampler = "ball"
 
     def __init__(self, cfg, num_samples, sampler):
         super().__init__(cfg, num_samples, sampler)
         m = cfg.method
-        self.bank = MemoryBank(num_samples, cfg.model.feat_dim, m.bank_momentum, self.init_generator)
         self.clusters, self.iters = m.la_clusters, m.la_kmeans_iters
         self.register_buffer("labels", torch.zeros(m.la_clusterings, num_samples, dtype=torch.long))
         self.register_buffer("clustered_epoch", torch.tensor(-1))
         self.seed = cfg.train.seed
-        self._pending = None
 
     def epoch_start(self, epoch: int) -> None:
         if int(self.clustered_epoch) == epoch:  # resumed mid-epoch: clusters already in the checkpoint
@@ -47,10 +45,5 @@ class LA(Method):
         close = torch.zeros_like(background)
         for labels in self.labels:
             close |= labels[None, :] == labels[index][:, None]
-        self._pending = (index, q.detach())
+        self.remember(index, q)
         return aggregation_loss(sim, close, background, self.t), {}
-
-    def step_end(self):
-        index, q = self._pending
-        self.bank.update(distributed.gather(index), distributed.gather(q))  # every rank: the global batch
-        self._pending = None

@@ -10,8 +10,10 @@ from pretrain import distributed
 from pretrain.memory import Queue
 from pretrain.methods.base import Method
 from pretrain.objectives import info_nce
+from pretrain.registry import METHODS
 
 
+@METHODS.register("moco", label="MoCo", order=1)
 class MoCo(Method):
     views = 2
 

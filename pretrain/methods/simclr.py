@@ -10,6 +10,7 @@ import torch.distributed.nn.functional as dist_fn
 from pretrain import distributed
 from pretrain.methods.base import Method
 from pretrain.objectives import info_nce
+from pretrain.registry import METHODS
 
 
 def others(sim: torch.Tensor, rows: torch.Tensor | None = None) -> torch.Tensor:
@@ -31,6 +32,7 @@ def _gather_with_grad(z: torch.Tensor) -> torch.Tensor:
     return torch.stack(dist_fn.all_gather(z), dim=1).reshape(-1, z.shape[1])
 
 
+@METHODS.register("simclr", label="SimCLR", order=3)
 class SimCLR(Method):
     views = 2
 

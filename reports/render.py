@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
+DASH = "—"  # a missing value
 # Unicode in the cells -> LaTeX that compiles with pdflatex too
 LATEX_SYMBOLS = {"±": r"$\pm$", "—": "---", "−": "$-$", "Δ": r"$\Delta$", "←": r"$\leftarrow$"}
 _SPECIAL = {"&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_", "{": r"\{", "}": r"\}",
@@ -30,12 +31,21 @@ def numeric_columns(df: pd.DataFrame) -> list[bool]:
     return [len(df) > 0 and all(_NUMERIC.match(str(v)) for v in df[c]) for c in df.columns]
 
 
-def markdown(df: pd.DataFrame) -> str:
-    """Cells are already formatted strings: tabulate must not re-parse '63.10' into 63.1."""
+def cell_text(value, digits: int = 2) -> str:
+    """One cell as text: floats with `digits` decimals, a missing value as '—', the rest as is."""
+    if value is None or (pd.api.types.is_scalar(value) and pd.isna(value)):
+        return DASH
+    return f"{value:.{digits}f}" if isinstance(value, float) else str(value)
+
+
+def markdown(df: pd.DataFrame, digits: int = 2) -> str:
+    """The report's one markdown renderer. Formatted string cells pass through (tabulate must
+    not re-parse '63.10' into 63.1); float cells get `digits` decimals, missing ones '—'."""
     if df.empty:
         return "_no results yet_"
-    align = ["right" if num else "left" for num in numeric_columns(df)]
-    return df.astype(str).to_markdown(index=False, disable_numparse=True, colalign=align)
+    text = df.astype(object).map(lambda v: cell_text(v, digits))
+    align = ["right" if num else "left" for num in numeric_columns(text)]
+    return text.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
 def latex(table) -> str:

@@ -56,9 +56,9 @@ class Report:
 
 
 def main_table(evals: pd.DataFrame, metric: str) -> tables.Table:
-    """The long Ring vs. uniform table (method x dataset x eval), also as files."""
+    """The long Ring vs. baseline table (method x dataset x eval), also as files."""
     df = tables.ring_vs_baseline(evals, metric)
-    display = df.astype(object).map(lambda v: tables.DASH if pd.isna(v) else f"{v:.2f}" if isinstance(v, float) else str(v))
+    display = df.astype(object).map(render.cell_text)
     return tables.Table(f"main_{metric}", f"Ring vs. each method's own negatives ({metric} accuracy, %)", MAIN_NOTE, display, df)
 
 
@@ -74,9 +74,9 @@ def compose(results: Path, out: Path) -> Report:
     for metric in ("top1", "top5"):  # the main table: every method x dataset x eval in one place
         t = main_table(evals, metric)
         if t.numbers.empty:
-            rep.add(f"## {t.title}", t.note, tables.markdown(t.numbers))
-        else:  # printed from the numbers (floats) as it always was: scripts parse this table
-            rep.table(t, level="##", body=tables.markdown(t.numbers))
+            rep.add(f"## {t.title}", t.note, render.markdown(t.numbers))
+        else:
+            rep.table(t, level="##")
 
     rep.add("## Linear and kNN evaluation (paper layout)")
     linear = tables.linear(evals, "top1")
@@ -100,7 +100,7 @@ def compose(results: Path, out: Path) -> Report:
         if stage == "toy_mi":
             rep.figure("toy_mi", "Toy MI bias and variance", "needs toy_mi records", figures.toy_mi, toy)
 
-    rep.add("## Pretraining runs", tables.markdown(tables.pretraining_runs(pre)))
+    rep.add("## Pretraining runs", render.markdown(tables.pretraining_runs(pre)))
     rep.figure("training_curves", "Training curves", "needs pretraining records whose log.jsonl can be read",
                figures.training_curves, runs_logs)
     rep.figure("anneal", "Ring annealing schedules", "pretrain.negatives could not be imported",

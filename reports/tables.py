@@ -16,10 +16,10 @@ from scipy import stats as sps
 
 from pretrain.registry import METHODS, SAMPLERS
 from reports import frames
+from reports.render import DASH
 from reports.frames import evaluations  # noqa: F401  (kept importable from here)
 
 BASELINE = "uniform"  # the default baseline sampler; records name each method's own (LA: ball)
-DASH = "—"
 PAPER_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet")  # the paper's column order
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "imagenet": "ImageNet",
                  "imagenet100": "ImageNet-100"}
@@ -170,13 +170,6 @@ def ring_vs_baseline(evals: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
             out[f"{col} − baseline"] = other - out["baseline"]
     out["runs (all samplers)"] = counts[metric]
     return out.reset_index()
-
-
-def markdown(df: pd.DataFrame, floatfmt: str = ".2f") -> str:
-    if df.empty:
-        return "_no results yet_"
-    df = df.astype(object).where(df.notna(), None)  # NaN (a missing stage) prints as '—'
-    return df.to_markdown(index=False, floatfmt=floatfmt, missingval=DASH)
 
 
 # ---------------------------------------------------------------- paper-layout tables

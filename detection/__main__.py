@@ -83,27 +83,25 @@ def _check_outputs(args) -> None:
             cli.check_run_name(args.run, "--run")
 
 
+def run(args) -> None:
+    _check_outputs(args)
+    if args.command == "convert":
+        from detection import convert
+        convert.convert_file(args.ckpt, args.out, args.arch, verbose=not args.quiet)
+    elif args.command == "train":
+        from detection import train
+        train.run(args)
+    elif args.command == "make-tiny":
+        from detection import tiny_coco
+        print(f"[detection] tiny COCO-format dataset -> {tiny_coco.make(args.out, args.seed)}")
+    else:
+        from detection import mini
+        mini.run(args)
+
+
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from pretrain.errors import UserError
-    try:
-        _check_outputs(args)
-        if args.command == "convert":
-            from detection import convert
-            convert.convert_file(args.ckpt, args.out, args.arch, verbose=not args.quiet)
-        elif args.command == "train":
-            from detection import train
-            train.run(args)
-        elif args.command == "make-tiny":
-            from detection import tiny_coco
-            print(f"[detection] tiny COCO-format dataset -> {tiny_coco.make(args.out, args.seed)}")
-        else:
-            from detection import mini
-            mini.run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.exit_code(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -111,18 +111,8 @@ def convert(sd: dict, expect: str = "resnet50", source: str = "checkpoint") -> t
 
 def write(obj: dict, out: str | os.PathLike) -> Path:
     """Pickle `obj` atomically (temporary file, fsync, rename)."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            pickle.dump(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return out
+    from pretrain.files import atomic_write
+    return atomic_write(out, lambda f: pickle.dump(obj, f))
 
 
 def convert_file(ckpt: str | os.PathLike, out: str | os.PathLike, expect: str = "resnet50",

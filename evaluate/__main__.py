@@ -125,15 +125,10 @@ def main(argv=None) -> int:
     args = _parser().parse_args(argv)
     from evaluate.linear import SanityError
     from pretrain import distributed
-    from pretrain.errors import UserError
     try:
-        run(args)
-    except (UserError, SanityError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return cli.exit_code(lambda: run(args), SanityError)
     finally:
         distributed.shutdown()
-    return 0
 
 
 if __name__ == "__main__":

@@ -169,13 +169,7 @@ def run(args):
 
 def main(argv=None) -> int:
     args = _parser().parse_args(argv)
-    from pretrain.errors import UserError
-    try:
-        run(args)
-    except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return cli.exit_code(lambda: run(args))
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 
 from pretrain import models
 from pretrain.errors import UserError
+from pretrain.files import atomic_write
 
 FORMAT, VERSION = "ringbench-checkpoint", 1
 
@@ -32,22 +33,7 @@ class CheckpointError(UserError):
 def atomic_save(obj, path: str | os.PathLike) -> None:
     """Write to a temporary file in the same directory, fsync, then rename over `path`:
     a reader sees either the old file or the complete new one, never half of one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    atomic_write(path, lambda f: torch.save(obj, f))
 
 
 def rng_state() -> dict:

@@ -94,6 +94,17 @@ def writable_dir(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
+def exit_code(run, *also) -> int:
+    """Run a command; bad input (UserError, or one of `also`) is its one-line message on
+    stderr and exit status 2."""
+    try:
+        run()
+    except (UserError, *also) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def evaluation_parent() -> argparse.ArgumentParser:
     """Options of every evaluation harness that reads a checkpoint and writes records."""
     p = argparse.ArgumentParser(add_help=False)

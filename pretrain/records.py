@@ -13,6 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
+from pretrain.files import atomic_write
+
 SCHEMA = 1
 REQUIRED = ("schema", "run", "stage", "task", "dataset", "metrics")
 
@@ -87,18 +89,7 @@ def path_for(results: str | os.PathLike, record: dict) -> Path:
 
 def write(record: dict, results: str | os.PathLike) -> Path:
     """Atomically write the record (temp file, fsync, rename): readers never see half of it."""
-    path = path_for(results, record)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "w") as f:
-            json.dump(record, f, indent=2, default=str)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    return atomic_write(path_for(results, record), lambda f: json.dump(record, f, indent=2, default=str), binary=False)
 
 
 def load_all(results: str | os.PathLike) -> list[dict]:

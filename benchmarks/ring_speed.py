@@ -58,7 +58,7 @@ def cfg_for(a, method: str, negatives: str, pool: int):
             f"negatives.sampler={'uniform' if negatives == 'uniform' else 'ring'}",
             f"negatives.estimate={a.estimate if negatives == 'ring_est' else 0}"]
     if method == "moco":
-        sets += [f"method.queue_size={pool}", "model.bn_splits=1"]
+        sets += [f"method.moco.queue_size={pool}", "model.bn_splits=1"]
     return config.load(None, sets)
 
 
@@ -119,7 +119,7 @@ def cell_pipeline(a, synthetic: bool) -> dict:
     sets = ["method.name=moco", f"model.arch={a.arch}", f"model.cifar_stem={a.image_size <= 64}",
             f"optim.batch_size={a.batch}", f"train.device={a.device}", f"train.precision={a.precision}",
             f"data.dataset={a.pipeline_dataset}", f"data.root={a.data_root}", f"data.image_size={a.image_size}",
-            f"data.workers={a.workers}", f"data.gpu_augment={a.gpu_augment}", "method.queue_size=4096",
+            f"data.workers={a.workers}", f"data.gpu_augment={a.gpu_augment}", "method.moco.queue_size=4096",
             "negatives.sampler=ring", "train.knn_every=0", "model.bn_splits=1"]
     with tempfile.TemporaryDirectory() as tmp:
         t = Trainer(config.load(None, sets), tmp)

@@ -1,8 +1,12 @@
-"""Pretraining configuration: typed dataclasses, strict YAML loading, dotted overrides.
+"""Pretraining configuration: OmegaConf structured configs (dataclasses), presets composed from
+groups, dotted overrides, and ranges checked before any compute.
 
-Defaults are the official Ring code's (docs/design.md §4); a preset only lists what differs.
-Unknown keys and wrong types are errors that name the file and the key, because a
-misspelt key silently falling back to a default is the classic way to run the wrong
+Defaults are the official Ring code's (docs/design.md §4). A preset composes groups through a
+`defaults:` list (configs/groups/<group>/<option>.yaml: method, negatives, data, schedule) and
+then sets its own keys; `--set key=value` overrides come last. Each method's own settings are
+its own dataclass (e.g. `method.moco.queue_size`), registered with the method. Unknown keys,
+wrong types and values out of range are errors that name the file (or the --set) and the key,
+because a misspelt key silently falling back to a default is the classic way to run the wrong
 experiment.
 """
 from __future__ import annotations
@@ -13,9 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from pretrain.errors import UserError
 from pretrain.registry import DATASETS, METHODS, SAMPLERS, Registry
+from pretrain.settings import at_least, fraction, out_of_range, positive
 
 
 class ConfigError(UserError):
@@ -24,14 +31,14 @@ class ConfigError(UserError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"        # cifar10 | cifar100 | stl10 | imagenet | imagenet100 | photo_patches | mnist5k
+    dataset: str = "cifar10"        # a registered dataset (pretrain/data.py)
     root: str = "data"              # directory holding the dataset in its official on-disk format
-    image_size: int = 32            # crop size fed to the network
+    image_size: int = at_least(32, 8)  # crop size fed to the network
     augment: str = "moco_v2"        # moco_v2 | ring (the official Ring code's recipe) | cmc (crop + flip)
-    workers: int = 2
+    workers: int = at_least(2, 0)
     gpu_augment: bool = False       # photometric augmentation batched on the training device (kornia)
     verify_checksums: bool = True   # torchvision's md5 checks; tests write tiny files and turn them off
-    limit: int = 0                  # use only the first N training images (0 = all); for smoke tests
+    limit: int = at_least(0, 0, "0 = all images")  # use only the first N training images; for smoke tests
 
 
 @dataclass
@@ -39,66 +46,69 @@ class ModelConfig:
     arch: str = "resnet18"          # resnet18 | resnet50
     cifar_stem: bool = False        # 3x3 stride-1 first conv and no max-pool (32 px inputs)
     head: str = "mlp"               # mlp | linear
-    feat_dim: int = 128
-    bn_splits: int = 1              # SplitBatchNorm groups (MoCo on one device); 1 = plain BN
+    feat_dim: int = at_least(128, 1)
+    bn_splits: int = at_least(1, 1)  # SplitBatchNorm groups (MoCo on one device); 1 = plain BN
 
 
 @dataclass
 class AnnealConfig:
     schedule: str = "none"          # none | linear | step | cosine | exponential
-    epochs: float = 0.0             # the outer fraction reaches its final value after this many epochs
-    start: float = 1.0              # outer fraction at step 0 (1.0 = the whole pool)
-    steps: int = 4                  # number of plateaus for the step schedule
-    decay: float = 0.1              # exponential schedule: fraction of the gap left after `epochs`
+    epochs: float = at_least(0.0, 0)  # the outer fraction reaches its final value after this many epochs
+    start: float = fraction(1.0, low_open=True)  # outer fraction at step 0 (1.0 = the whole pool)
+    steps: int = at_least(4, 1)     # number of plateaus for the step schedule
+    decay: float = fraction(0.1, low_open=True, high_open=True)  # exponential: share of the gap left at the end
 
 
 @dataclass
 class NegativesConfig:
-    sampler: str = "uniform"        # uniform | ring | ball
-    outer: float = 0.1              # keep the closest `outer` fraction of the pool (official thres_outer)
-    inner: float = 0.1              # ... minus the closest `inner` fraction of those (official thres_inner)
-    num: int = 4096                 # K: negatives IR draws per anchor; MoCo uses its whole band
-    estimate: int = 0               # > 0: the ring taken on a random subset of at least this many
-                                    # pool entries (ImageNet-scale banks); 0: exact ranks (topk)
+    sampler: str = "uniform"        # a registered sampler: uniform | ring | ball
+    outer: float = fraction(0.1, low_open=True)  # keep the closest `outer` fraction of the pool (thres_outer)
+    inner: float = fraction(0.1, high_open=True)  # ... minus the closest `inner` fraction of those (thres_inner)
+    num: int = at_least(4096, 1)    # K: negatives IR and CMC draw per anchor; MoCo uses its whole band
+    estimate: int = at_least(0, 0, "0 = exact ranks")  # > 0: the ring taken on a random subset of at least
+                                    # this many pool entries (ImageNet-scale banks)
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
 
 
-@dataclass
-class MethodConfig:
-    name: str = "ir"                # ir | moco | simclr | la | cmc
-    temperature: float = 0.07
-    bank_momentum: float = 0.0      # memory bank update momentum (official Ring IR: 0; CMC and LA: 0.5)
-    queue_size: int = 65536         # MoCo queue length
-    key_momentum: float = 0.999     # MoCo key-encoder EMA
-    la_clusters: int = 1000         # LA: k of each k-means clustering of the bank
-    la_clusterings: int = 3         # LA: number of clusterings (different seeds); close = same cluster in any
-    la_kmeans_iters: int = 10       # LA: Lloyd iterations per clustering, every epoch
+def _method_config() -> type:
+    """`method`: the shared keys, then one section per registered method that has settings of
+    its own (its dataclass lives in its file: adding a method never edits this one)."""
+    fields = [("name", str, field(default="ir")),  # a registered method: ir | moco | simclr | cmc | la
+              ("temperature", float, positive(0.07))]
+    for name in METHODS.names():
+        own = METHODS.meta(name).get("config")
+        if own is not None:
+            fields.append((name, own, field(default_factory=own)))
+    return dataclasses.make_dataclass("MethodConfig", fields)
+
+
+MethodConfig = _method_config()
 
 
 @dataclass
 class OptimConfig:
-    lr: float = 0.03
-    momentum: float = 0.9
-    weight_decay: float = 1e-4
-    batch_size: int = 256
-    epochs: int = 200
+    lr: float = positive(0.03)
+    momentum: float = fraction(0.9, high_open=True)
+    weight_decay: float = at_least(1e-4, 0)
+    batch_size: int = at_least(256, 2)  # the global batch
+    epochs: int = at_least(200, 1)
     schedule: str = "step"          # step | cosine
-    milestones: list = field(default_factory=lambda: [136, 166])
-    gamma: float = 0.1
+    milestones: typing.List[int] = field(default_factory=lambda: [136, 166])
+    gamma: float = positive(0.1)
 
 
 @dataclass
 class TrainConfig:
     seed: int = 0
     device: str = "auto"            # auto | cpu | cuda
-    log_every: int = 10             # steps between JSON-lines log entries
-    ckpt_every: int = 0             # steps between mid-epoch checkpoints (0 = epoch ends only)
-    keep_last: int = 3              # newest step checkpoints kept (final.pt links the newest)
-    knn_every: int = 1              # epochs between kNN monitor evaluations (0 = off)
+    log_every: int = at_least(10, 1)  # steps between JSON-lines log entries
+    ckpt_every: int = at_least(0, 0, "0 = epoch ends only")  # steps between mid-epoch checkpoints
+    keep_last: int = at_least(3, 1)  # newest step checkpoints kept (final.pt links the newest)
+    knn_every: int = at_least(1, 0, "0 = off")  # epochs between kNN monitor evaluations
     precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
     channels_last: bool = True      # NHWC activations on CUDA (tensor-core friendly); ignored on CPU
-    knn_k: int = 200
-    knn_t: float = 0.07
+    knn_k: int = at_least(200, 1)
+    knn_t: float = positive(0.07)
 
 
 @dataclass
@@ -125,134 +135,186 @@ CHOICES = {  # a tuple, or a registry (pretrain/registry.py) whose names are the
     "train.device": ("auto", "cpu", "cuda"),
 }
 
+# Keys of configs written before each method had its own settings: still read, moved here.
+# (bank_momentum went to every bank method; only the running method's is used.)
+LEGACY = {
+    "method.bank_momentum": ("method.ir.bank_momentum", "method.cmc.bank_momentum", "method.la.bank_momentum"),
+    "method.queue_size": ("method.moco.queue_size",),
+    "method.key_momentum": ("method.moco.key_momentum",),
+    "method.la_clusters": ("method.la.clusters",),
+    "method.la_clusterings": ("method.la.clusterings",),
+    "method.la_kmeans_iters": ("method.la.kmeans_iters",),
+}
+GROUPS = "groups"  # configs/groups/<group>/<option>.yaml, named in a preset's `defaults:` list
+
 
 def choices(dotted: str) -> tuple[str, ...]:
     allowed = CHOICES[dotted]
     return allowed.names() if isinstance(allowed, Registry) else allowed
 
 
-def _coerce(value, typ, where: str):
-    """Check `value` against the dataclass field type; ints are accepted for floats."""
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
-    if typ is float and isinstance(value, str):
-        try:  # PyYAML reads 1e-4 (no dot) as a string: accept the spelling everyone writes
-            return float(value)
-        except ValueError:
-            pass
-    if typ is list:
-        if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
-        return value
-    if typ is bool and not isinstance(value, bool):
-        raise ConfigError(f"{where}: expected true/false, got {value!r}")
-    if typ is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ConfigError(f"{where}: expected an integer, got {value!r}")
-    if not isinstance(value, typ):
-        raise ConfigError(f"{where}: expected {typ.__name__}, got {type(value).__name__} {value!r}")
-    return value
+# ---------------------------------------------------------------- reading and composing
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
 
 
-def _merge(obj, data: dict, source: str, prefix: str = "", sources: dict | None = None):
-    """Set obj's fields from `data`, checking names and types; `sources` records, per dotted
-    key, where its value came from (a file or a --set), so that a later range error can name it."""
+def _nest(flat: dict) -> dict:
+    out: dict = {}
+    for dotted, value in flat.items():
+        node = out
+        *parents, leaf = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return out
+
+
+def _migrate(data: dict) -> dict:
+    """Legacy keys (LEGACY) moved to their place in today's schema."""
+    flat = _flat(data)
+    if not any(k in LEGACY for k in flat):
+        return data
+    out = {k: v for k, v in flat.items() if k not in LEGACY}
+    for old, new in LEGACY.items():
+        if old in flat:
+            out.update({n: flat[old] for n in new if n not in out})
+    return _nest(out)
+
+
+def _strict_types(data: dict, schema, source: str, prefix: str = "") -> None:
+    """OmegaConf turns 1 into True and 5 into '5'; a bool or a string key takes only that type
+    (anything else is almost always a slip). Unknown keys are left to OmegaConf."""
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: section '{prefix.rstrip('.') or '<top>'}' must be a mapping")
-    hints = typing.get_type_hints(type(obj))
-    names = {f.name for f in dataclasses.fields(obj)}
+        return
+    hints = typing.get_type_hints(schema)
     for key, value in data.items():
+        typ = hints.get(key)
         dotted = prefix + str(key)
-        if key not in names:
-            close = ", ".join(sorted(names))
-            raise ConfigError(f"{source}: unknown config key '{dotted}' (known here: {close})")
-        typ = hints[key]
+        if typ is None:
+            continue
         if dataclasses.is_dataclass(typ):
-            _merge(getattr(obj, key), value, source, dotted + ".", sources)
-        else:
-            setattr(obj, key, _coerce(value, typ, f"{source}: key '{dotted}'"))
-            if sources is not None:
-                sources[dotted] = source
+            if not isinstance(value, dict):
+                raise ConfigError(f"{source}: section '{dotted}' must be a mapping")
+            _strict_types(value, typ, source, dotted + ".")
+        elif typ is bool and not isinstance(value, bool):
+            raise ConfigError(f"{source}: key '{dotted}': expected true/false, got {value!r}")
+        elif typ is str and not isinstance(value, str):
+            raise ConfigError(f"{source}: key '{dotted}': expected a string, got {value!r}")
 
 
-# Numeric ranges, checked before any data is read or any model built: a value outside them
-# either crashes later (after the compute is spent) or trains something that is not what the
-# key says. (low, high, what): inclusive bounds unless `what` says otherwise.
-INF = float("inf")
-RANGES = {
-    "data.image_size": (8, INF, "an integer >= 8"),
-    "data.workers": (0, INF, "an integer >= 0"),
-    "data.limit": (0, INF, "an integer >= 0 (0 = all images)"),
-    "model.feat_dim": (1, INF, "an integer >= 1"),
-    "model.bn_splits": (1, INF, "an integer >= 1"),
-    "negatives.num": (1, INF, "an integer >= 1"),
-    "negatives.estimate": (0, INF, "an integer >= 0 (0 = exact ranks)"),
-    "negatives.anneal.epochs": (0, INF, "a number >= 0"),
-    "negatives.anneal.steps": (1, INF, "an integer >= 1"),
-    "method.queue_size": (1, INF, "an integer >= 1"),
-    "method.la_clusters": (1, INF, "an integer >= 1"),
-    "method.la_clusterings": (1, INF, "an integer >= 1"),
-    "method.la_kmeans_iters": (1, INF, "an integer >= 1"),
-    "method.bank_momentum": (0, 1, "a number in [0, 1)"),
-    "method.key_momentum": (0, 1, "a number in [0, 1]"),
-    "optim.momentum": (0, 1, "a number in [0, 1)"),
-    "optim.weight_decay": (0, INF, "a number >= 0"),
-    "optim.batch_size": (2, INF, "an integer >= 2"),
-    "optim.epochs": (1, INF, "an integer >= 1"),
-    "train.log_every": (1, INF, "an integer >= 1"),
-    "train.ckpt_every": (0, INF, "an integer >= 0 (0 = epoch ends only)"),
-    "train.keep_last": (1, INF, "an integer >= 1"),
-    "train.knn_every": (0, INF, "an integer >= 0 (0 = off)"),
-    "train.knn_k": (1, INF, "an integer >= 1"),
-}
-POSITIVE = {  # strictly greater than 0 (and at most `high`)
-    "optim.lr": (INF, "a number > 0"),
-    "optim.gamma": (INF, "a number > 0"),
-    "method.temperature": (INF, "a number > 0"),
-    "train.knn_t": (INF, "a number > 0"),
-    "negatives.outer": (1, "a number in (0, 1]"),
-    "negatives.anneal.start": (1, "a number in (0, 1]"),
-    "negatives.anneal.decay": (1, "a number in (0, 1)"),
-}
-OPEN_ABOVE = {"method.bank_momentum", "optim.momentum", "negatives.anneal.decay"}
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
+    if data is None:  # an empty file would silently mean every default (a 200-epoch run)
+        raise ConfigError(f"{path}: the config file is empty; expected a mapping of config sections "
+                          f"(see configs/ for presets)")
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of config sections, got a {type(data).__name__}")
+    return data
 
 
-def _out_of_range(value, dotted: str) -> str | None:
-    """What `value` should have been, or None if it is within its range."""
-    if dotted in RANGES:
-        low, high, what = RANGES[dotted]
-        bad = not low <= value <= high or (dotted in OPEN_ABOVE and value >= high)
-    elif dotted in POSITIVE:
-        high, what = POSITIVE[dotted]
-        bad = not 0 < value <= high or (dotted in OPEN_ABOVE and value >= high)
+def _resolve(entry, path: Path) -> Path:
+    """A `defaults:` entry: 'group/option' (configs/groups/<group>/<option>.yaml, found from the
+    nearest folder above the preset that has groups/) or a path relative to the preset."""
+    if not isinstance(entry, str) or not entry:
+        raise ConfigError(f"{path}: key 'defaults': expected a list of group/option names, got {entry!r}")
+    name = entry if entry.endswith((".yaml", ".yml")) else entry + ".yaml"
+    if entry.startswith((".", "/")):
+        target = (path.parent / name).resolve()
     else:
-        return None
-    return what if bad or value != value else None  # (NaN is never in range)
+        root = next((p / GROUPS for p in path.resolve().parents if (p / GROUPS).is_dir()), None)
+        if root is None:
+            raise ConfigError(f"{path}: defaults entry {entry!r}: no {GROUPS}/ folder above this file")
+        target = root / name
+    if not target.is_file():
+        raise ConfigError(f"{path}: defaults entry {entry!r}: {target} not found")
+    return target
+
+
+def _layers(path: Path, seen: tuple = ()) -> list[tuple[str, dict]]:
+    """(source, data) in merge order: the defaults (recursively), then the file itself."""
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: defaults include each other in a loop ({' -> '.join(map(str, seen))})")
+    data = _read_yaml(path)
+    defaults = data.pop("defaults", []) or []
+    if not isinstance(defaults, list):
+        raise ConfigError(f"{path}: key 'defaults': expected a list of group/option names, got {defaults!r}")
+    out = []
+    for entry in defaults:
+        out += _layers(_resolve(entry, path), seen + (path.resolve(),))
+    return out + [(str(path), data)]
+
+
+def _merge(cfg, data: dict, source: str, sources: dict):
+    """OmegaConf merge of one layer onto the structured config, with one-line errors."""
+    data = _migrate(data)
+    _strict_types(data, Config, source)
+    try:
+        merged = OmegaConf.merge(cfg, data)
+    except OmegaConfBaseException as exc:
+        key = getattr(exc, "full_key", "") or ""
+        msg = str(exc).splitlines()[0]
+        if "not in" in msg or "Key '" in msg and "not" in msg:
+            raise ConfigError(f"{source}: unknown config key '{key}'") from None
+        value = OmegaConf.select(OmegaConf.create(data), key, default=None) if key else None
+        raise ConfigError(f"{source}: key '{key}': {_type_message(msg, value)}") from None
+    sources.update({k: source for k in _flat(data)})
+    return merged
+
+
+def _type_message(msg: str, value) -> str:
+    if "Integer" in msg:
+        return f"expected an integer, got {value!r}"
+    if "Float" in msg:
+        return f"expected float, got {value!r}"
+    if "ListConfig" in msg or "list" in msg:
+        return f"expected a list, got {value!r}"
+    if "subclass" in msg or "DictConfig" in msg:
+        return "must be a mapping"
+    return msg
+
+
+# ---------------------------------------------------------------- checking
+
+def _check_ranges(obj, sources: dict, fallback: str, prefix: str = "") -> None:
+    for f in dataclasses.fields(obj):
+        value, dotted = getattr(obj, f.name), prefix + f.name
+        if dataclasses.is_dataclass(value):
+            _check_ranges(value, sources, fallback, dotted + ".")
+        elif "range" in f.metadata and isinstance(value, (int, float)) and not isinstance(value, bool):
+            what = out_of_range(value, f.metadata["range"])
+            if what:
+                raise ConfigError(f"{sources.get(dotted, fallback)}: key '{dotted}' = {value!r}, expected {what}")
 
 
 def validate(cfg: Config, source: str = "config", sources: dict | None = None) -> Config:
     """Choices, numeric ranges and cross-key constraints; the error names where the value came
     from (the YAML file or the --set that gave it) and shows it."""
     sources = sources or {}
-    flat = to_dict(cfg)
-    where = lambda dotted: sources.get(dotted, f"{source} (default)" if source != "config" else "default config")  # noqa: E731
+    fallback = f"{source} (default)" if source != "config" else "default config"
+    where = lambda dotted: sources.get(dotted, fallback)  # noqa: E731
+    flat = _flat(to_dict(cfg))
     for dotted in CHOICES:
-        allowed, value = choices(dotted), _get(flat, dotted)
+        allowed, value = choices(dotted), flat[dotted]
         if value not in allowed:
             raise ConfigError(f"{where(dotted)}: key '{dotted}' = {value!r}, expected one of {', '.join(allowed)}")
-    for dotted in list(RANGES) + list(POSITIVE):
-        value = _get(flat, dotted)
-        what = _out_of_range(value, dotted)
-        if what:
-            raise ConfigError(f"{where(dotted)}: key '{dotted}' = {value!r}, expected {what}")
-    if not 0.0 <= cfg.negatives.inner < 1.0:
-        raise ConfigError(f"{where('negatives.inner')}: key 'negatives.inner' = {cfg.negatives.inner!r}, "
-                          f"expected a number in [0, 1)")
-    if any(not isinstance(m, int) or isinstance(m, bool) or m < 0 for m in cfg.optim.milestones):
+    _check_ranges(cfg, sources, fallback)
+    if any(m < 0 for m in cfg.optim.milestones):
         raise ConfigError(f"{where('optim.milestones')}: key 'optim.milestones' = {cfg.optim.milestones!r}, "
                           f"expected a list of epochs (integers >= 0)")
-    if cfg.method.name == "moco" and cfg.method.queue_size < cfg.optim.batch_size:
-        raise ConfigError(f"{where('method.queue_size')}: key 'method.queue_size' = {cfg.method.queue_size}, expected "
-                          f">= optim.batch_size ({cfg.optim.batch_size}): each step pushes a whole batch of keys")
+    moco = getattr(cfg.method, "moco", None)
+    if cfg.method.name == "moco" and moco.queue_size < cfg.optim.batch_size:
+        raise ConfigError(f"{where('method.moco.queue_size')}: key 'method.moco.queue_size' = {moco.queue_size}, "
+                          f"expected >= optim.batch_size ({cfg.optim.batch_size}): each step pushes a whole batch")
     from pretrain.cli import check_run_name
     try:
         check_run_name(cfg.name, "name")
@@ -261,57 +323,43 @@ def validate(cfg: Config, source: str = "config", sources: dict | None = None) -
     return cfg
 
 
-def _get(flat: dict, dotted: str):
-    for part in dotted.split("."):
-        flat = flat[part]
-    return flat
-
+# ---------------------------------------------------------------- public
 
 def parse_override(text: str) -> dict:
-    """'optim.lr=0.1' -> {'optim': {'lr': 0.1}} (the value is parsed as YAML)."""
+    """'optim.lr=0.1' -> {'optim': {'lr': 0.1}} (the value is parsed as YAML, as OmegaConf's
+    dotlist does)."""
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. optim.lr=0.1")
-    key, raw = text.split("=", 1)
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise ConfigError(f"--set {text!r}: the value {raw!r} is not valid YAML") from None
-    out: dict = {}
-    node = out
-    parts = key.strip().split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return out
+        return OmegaConf.to_container(OmegaConf.from_dotlist([text]))
+    except (OmegaConfBaseException, yaml.YAMLError, ValueError) as exc:
+        raise ConfigError(f"--set {text!r}: not a KEY=VALUE override ({str(exc).splitlines()[0]})") from None
 
 
 def load(path: str | Path | None = None, overrides: list[str] = ()) -> Config:
-    cfg, sources = Config(), {}
+    """The config of a preset (with its composed defaults) and --set overrides, checked."""
+    cfg, sources = OmegaConf.structured(Config), {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found" + (" (it is a directory)" if path.is_dir() else ""))
-        try:
-            data = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-            raise ConfigError(f"{path}: not valid YAML{at}: {problem}") from None
-        if data is None:  # an empty file would silently mean every default (a 200-epoch run)
-            raise ConfigError(f"{path}: the config file is empty; expected a mapping of config sections "
-                              f"(see configs/ for presets)")
-        _merge(cfg, data, str(path), sources=sources)
+        for source, data in _layers(path):
+            cfg = _merge(cfg, data, source, sources)
     for text in overrides:
-        _merge(cfg, parse_override(text), f"--set {text}", sources=sources)
-    return validate(cfg, str(path) if path else "config", sources)
+        cfg = _merge(cfg, parse_override(text), f"--set {text}", sources)
+    return validate(OmegaConf.to_object(cfg), str(path) if path else "config", sources)
 
 
 def from_dict(data: dict, source: str = "checkpoint config") -> Config:
-    cfg, sources = Config(), {}
-    _merge(cfg, data, source, sources=sources)
-    return validate(cfg, source, sources)
+    sources: dict = {}
+    cfg = _merge(OmegaConf.structured(Config), data, source, sources)
+    return validate(OmegaConf.to_object(cfg), source, sources)
 
 
 def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
+
+
+def migrate(data: dict) -> dict:
+    """A config dict (e.g. from an older checkpoint) in today's layout, with today's defaults."""
+    return to_dict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), _migrate(data))))

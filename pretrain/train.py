@@ -143,7 +143,8 @@ class Trainer:
     def load_state(self, payload: dict, source: str) -> None:
         if payload.get("format") != ckpt.FORMAT:
             raise ckpt.CheckpointError(f"{source}: not a ringbench checkpoint")
-        check_resume_config(payload["config"], config_mod.to_dict(self.cfg), source)
+        # (a checkpoint written before each method had its own settings is read in today's layout)
+        check_resume_config(config_mod.migrate(payload["config"]), config_mod.to_dict(self.cfg), source)
         sd = {f"encoder.backbone.{k}": v for k, v in payload["backbone"].items()}
         sd.update({f"encoder.head.{k}": v for k, v in payload["head"].items()})
         sd.update(payload["method_state"])

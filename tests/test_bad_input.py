@@ -18,7 +18,7 @@ from reports.__main__ import main as reports_main
 
 ROOT = Path(__file__).resolve().parent.parent
 TINY = ["data.dataset=photo_patches", "data.limit=64", "data.workers=0", "optim.batch_size=32", "optim.epochs=1",
-        "model.feat_dim=16", "negatives.num=16", "method.queue_size=64", "train.knn_every=0"]
+        "model.feat_dim=16", "negatives.num=16", "method.moco.queue_size=64", "train.knn_every=0"]
 
 
 def pretrain(tmp_path, name, *sets, extra=()):
@@ -82,7 +82,7 @@ def test_a_second_run_into_the_same_folder_is_refused_or_starts_clean(tmp_path, 
 @pytest.mark.parametrize("setting,expected", [
     ("negatives.num=0", "expected an integer >= 1"), ("data.limit=-5", "expected an integer >= 0"),
     ("optim.lr=-1", "expected a number > 0"), ("data.image_size=0", "expected an integer >= 8"),
-    ("data.workers=-1", "expected an integer >= 0"), ("method.queue_size=0", "expected an integer >= 1"),
+    ("data.workers=-1", "expected an integer >= 0"), ("method.moco.queue_size=0", "expected an integer >= 1"),
     ("train.keep_last=0", "expected an integer >= 1"), ("optim.momentum=1.5", "expected a number in [0, 1)"),
     ("negatives.outer=0", "expected a number in (0, 1]"), ("method.temperature=0", "expected a number > 0"),
 ])
@@ -94,8 +94,14 @@ def test_config_numbers_out_of_range(tmp_path, capsys, setting, expected):
 
 
 def test_moco_queue_smaller_than_the_batch(tmp_path, capsys):
-    assert pretrain(tmp_path, "bad", "method.name=moco", "method.queue_size=16") == 2
-    one_line(capsys, "'method.queue_size' = 16", ">= optim.batch_size (32)")
+    assert pretrain(tmp_path, "bad", "method.name=moco", "method.moco.queue_size=16") == 2
+    one_line(capsys, "--set method.moco.queue_size=16", "'method.moco.queue_size' = 16", ">= optim.batch_size (32)")
+
+
+def test_a_legacy_key_is_still_read_and_its_range_still_checked(tmp_path, capsys):
+    """`method.queue_size` (before each method had its own settings) still works."""
+    assert pretrain(tmp_path, "bad", "method.queue_size=0") == 2
+    one_line(capsys, "--set method.queue_size=0", "key 'method.moco.queue_size' = 0, expected an integer >= 1")
 
 
 @pytest.mark.parametrize("argv,needle", [

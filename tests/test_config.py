@@ -77,3 +77,48 @@ def test_la_baseline_presets_are_las_own_4096_nearest_background():
         n = min(sizes[c.data.dataset], c.data.limit or sizes[c.data.dataset])
         assert c.negatives.sampler == "ball" and c.negatives.inner == 0.0, p
         assert band_limits(n - 1, c.negatives.outer, 0.0) == (0, min(4095, n - 1)), p
+
+
+def test_presets_compose_from_groups_and_the_preset_wins(tmp_path):
+    """`defaults:` layers group files in order (recursively), then the preset's own keys."""
+    groups = tmp_path / "configs" / "groups"
+    (groups / "method").mkdir(parents=True)
+    (groups / "schedule").mkdir()
+    (groups / "method" / "moco.yaml").write_text("method: {name: moco, moco: {queue_size: 1024}}\nmodel: {head: mlp}\n")
+    (groups / "method" / "moco_small.yaml").write_text("defaults: [method/moco]\nmethod: {moco: {queue_size: 512}}\n")
+    (groups / "schedule" / "short.yaml").write_text("optim: {epochs: 3, lr: 0.5}\n")
+    preset = tmp_path / "configs" / "mine" / "p.yaml"
+    preset.parent.mkdir()
+    preset.write_text("defaults: [method/moco_small, schedule/short]\nname: p\noptim: {lr: 0.1}\n")
+    c = config.load(preset, ["optim.epochs=7"])
+    assert (c.method.name, c.method.moco.queue_size, c.model.head) == ("moco", 512, "mlp")
+    assert (c.optim.epochs, c.optim.lr, c.name) == (7, 0.1, "p")
+    (groups / "schedule" / "short.yaml").write_text("optim: {epochs: 0}\n")  # a group's bad value names the group
+    with pytest.raises(config.ConfigError, match=r"short.yaml: key 'optim.epochs' = 0, expected an integer >= 1"):
+        config.load(preset)
+    preset.write_text("defaults: [method/nope]\n")
+    with pytest.raises(config.ConfigError, match=r"p.yaml: defaults entry 'method/nope': .*nope.yaml not found"):
+        config.load(preset)
+
+
+def test_each_method_has_its_own_settings_and_old_keys_still_read():
+    c = config.load(None, ["method.name=la", "method.la.clusters=7", "method.moco.key_momentum=0.5"])
+    assert c.method.la.clusters == 7 and c.method.moco.key_momentum == 0.5 and not hasattr(c.method, "la_clusters")
+    old = config.load(None, ["method.la_clusters=9", "method.queue_size=128", "method.bank_momentum=0.25"])
+    assert old.method.la.clusters == 9 and old.method.moco.queue_size == 128
+    assert old.method.ir.bank_momentum == old.method.cmc.bank_momentum == old.method.la.bank_momentum == 0.25
+    # a checkpoint's config written in the old layout reads in today's
+    migrated = config.migrate({"method": {"name": "moco", "queue_size": 4096, "key_momentum": 0.99}})
+    assert migrated["method"]["moco"] == {"queue_size": 4096, "key_momentum": 0.99}
+    with pytest.raises(config.ConfigError, match=r"unknown config key 'method.moco.clusters'"):
+        config.load(None, ["method.moco.clusters=3"])
+
+
+def test_paper_presets_no_longer_repeat_the_defaults():
+    """Each paper preset is its groups, its name and at most the one value that is its own."""
+    from pathlib import Path
+    presets = sorted(Path(__file__).parent.parent.glob("configs/paper/*.yaml"))
+    assert len(presets) == 44
+    for p in presets:
+        lines = [l for l in p.read_text().splitlines() if l.strip() and not l.startswith("#")]
+        assert lines[0].startswith("defaults: [") and len(lines) <= 3, p

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 TINY = ["data.dataset=photo_patches", "data.limit=96", "data.workers=0", "optim.batch_size=32",
-        "optim.epochs=2", "model.feat_dim=32", "negatives.num=64", "method.queue_size=64",
+        "optim.epochs=2", "model.feat_dim=32", "negatives.num=64", "method.moco.queue_size=64",
         "negatives.outer=0.5", "train.knn_every=0", "train.log_every=1",
-        "method.la_clusters=8"]
+        "method.la.clusters=8"]
 
 STEPS = {"ir": 6, "simclr": 6, "moco": 2, "la": 3, "cmc": 3}
 

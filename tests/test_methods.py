@@ -11,9 +11,9 @@ ALL = list(METHODS.names())  # every registered method: a new one is tested with
 
 
 def make(name, sampler="uniform", n=64, **over):
-    sets = [f"method.name={name}", f"negatives.sampler={sampler}", "negatives.num=32", "method.queue_size=48",
+    sets = [f"method.name={name}", f"negatives.sampler={sampler}", "negatives.num=32", "method.moco.queue_size=48",
             "optim.batch_size=16",
-            "model.feat_dim=16", "method.key_momentum=0.9", f"method.la_clusters={n}"]
+            "model.feat_dim=16", "method.moco.key_momentum=0.9", f"method.la.clusters={n}"]
     cfg = config.load(None, sets + [f"{k}={v}" for k, v in over.items()])
     m = methods.build(cfg, n, NegativeSampler.from_config(cfg.negatives, seed=0, device="cpu"))
     m.epoch_start(0)
@@ -104,7 +104,7 @@ def test_moco_queue_and_key_encoder():
 
 
 def test_la_clusters_recomputed_per_epoch_only():
-    m = make("la", n=64, **{"method.la_clusters": 4, "method.la_clusterings": 2})
+    m = make("la", n=64, **{"method.la.clusters": 4, "method.la.clusterings": 2})
     labels = m.labels.clone()
     assert labels.shape == (2, 64) and labels.max() < 4
     m.epoch_start(0)  # same epoch (e.g. resumed mid-epoch): nothing recomputed

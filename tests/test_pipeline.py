@@ -12,7 +12,7 @@ from reports.__main__ import main as reports_main
 
 TINY = ["data.dataset=photo_patches", "data.limit=128", "data.workers=0", "optim.batch_size=32",
         "optim.epochs=2", "optim.schedule=cosine", "model.feat_dim=32", "negatives.num=64",
-        "method.queue_size=64", "train.knn_every=0", "train.log_every=1"]
+        "method.moco.queue_size=64", "train.knn_every=0", "train.log_every=1"]
 
 
 def pretrain(tmp_path, name, *extra, resume=None):
@@ -127,7 +127,7 @@ def test_end_to_end_pipeline(tmp_path, capsys):
 def test_exact_resume_mid_epoch(tmp_path, method, sampler, device_path):
     common = [f"method.name={method}", f"negatives.sampler={sampler}", "negatives.outer=0.5",
               "negatives.anneal.schedule=linear", "negatives.anneal.epochs=2", "model.bn_splits=2",
-              "method.la_clusters=8"]
+              "method.la.clusters=8"]
     if device_path:  # the GPU path's pieces, on CPU: batched kornia augmentation, bf16 autocast
         common += ["data.gpu_augment=true", "train.precision=bf16"]
     assert pretrain(tmp_path, "straight", *common) == 0

@@ -47,8 +47,8 @@ def assert_is_band(mask, sim, outer=OUTER, inner=INNER, exclude=None):
 
 def make(name, sampler, b=16):
     sets = [f"method.name={name}", f"negatives.sampler={sampler}", f"negatives.outer={OUTER}",
-            f"negatives.inner={INNER}", "negatives.num=64", f"method.queue_size={N}", "model.feat_dim=16",
-            "method.la_clusters=8"]
+            f"negatives.inner={INNER}", "negatives.num=64", f"method.moco.queue_size={N}", "model.feat_dim=16",
+            "method.la.clusters=8"]
     cfg = config.load(None, sets)
     torch.manual_seed(0)
     m = methods.build(cfg, N, NegativeSampler.from_config(cfg.negatives, seed=0, device="cpu"))

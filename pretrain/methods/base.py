@@ -21,6 +21,7 @@ class Method(nn.Module):
     def __init__(self, cfg, num_samples: int, sampler: NegativeSampler):
         super().__init__()
         self.cfg, self.num_samples, self.sampler = cfg, num_samples, sampler
+        self.settings = getattr(cfg.method, cfg.method.name, None)  # this method's own dataclass, if it has one
         self.encoder = Encoder(cfg.model, split_lab=self.split_lab)
         self.t = cfg.method.temperature
         # memories start from their own seeded generator: identical across processes
@@ -46,7 +47,7 @@ class BankMethod(Method):
     def __init__(self, cfg, num_samples, sampler):
         super().__init__(cfg, num_samples, sampler)
         for name in self.banks:
-            setattr(self, name, MemoryBank(num_samples, cfg.model.feat_dim, cfg.method.bank_momentum,
+            setattr(self, name, MemoryBank(num_samples, cfg.model.feat_dim, self.settings.bank_momentum,
                                            self.init_generator))
         self._pending = None
 

@@ -5,14 +5,22 @@ row; K negatives from the sampler's band of that bank, the anchor's own row excl
 the two directions are summed. Ring ranks each bank by similarity to the querying view."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch.nn.functional as F
 
 from pretrain.methods.base import BankMethod, bank_logits
 from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
+from pretrain.settings import fraction
 
 
-@METHODS.register("cmc", label="CMC", order=2)
+@dataclass
+class CMCSettings:
+    bank_momentum: float = fraction(0.5, high_open=True)  # memory bank update momentum (CMC's own: 0.5)
+
+
+@METHODS.register("cmc", label="CMC", order=2, config=CMCSettings)
 class CMC(BankMethod):
     views = 1
     split_lab = True

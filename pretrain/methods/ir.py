@@ -3,12 +3,20 @@ one view per image, positive = the image's own bank row, K negatives drawn from 
 sampler's band of the bank (the anchor's own row excluded), InfoNCE at temperature t."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from pretrain.methods.base import BankMethod, bank_logits
 from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
+from pretrain.settings import fraction
 
 
-@METHODS.register("ir", label="IR", order=0)
+@dataclass
+class IRSettings:
+    bank_momentum: float = fraction(0.0, high_open=True)  # memory bank update momentum (official Ring IR: 0)
+
+
+@METHODS.register("ir", label="IR", order=0, config=IRSettings)
 class IR(BankMethod):
     views = 1
 

@@ -7,24 +7,35 @@ closest rows; `uniform` (the whole bank) is a variant, labelled as such. The anc
 row is always in both sets (it is the instance itself), never a negative."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 from pretrain.kmeans import spherical_kmeans
 from pretrain.methods.base import BankMethod
 from pretrain.objectives import aggregation_loss
 from pretrain.registry import METHODS
+from pretrain.settings import at_least, fraction
 
 
-@METHODS.register("la", label="LA", order=4)
+@dataclass
+class LASettings:
+    bank_momentum: float = fraction(0.5, high_open=True)  # memory bank update momentum (LA's own: 0.5)
+    clusters: int = at_least(1000, 1)      # k of each k-means clustering of the bank
+    clusterings: int = at_least(3, 1)      # clusterings (different seeds); close = same cluster in any
+    kmeans_iters: int = at_least(10, 1)    # Lloyd iterations per clustering, every epoch
+
+
+@METHODS.register("la", label="LA", order=4, config=LASettings)
 class LA(BankMethod):
     views = 1
     baseline_sampler = "ball"
 
     def __init__(self, cfg, num_samples, sampler):
         super().__init__(cfg, num_samples, sampler)
-        m = cfg.method
-        self.clusters, self.iters = m.la_clusters, m.la_kmeans_iters
-        self.register_buffer("labels", torch.zeros(m.la_clusterings, num_samples, dtype=torch.long))
+        own = self.settings
+        self.clusters, self.iters = own.clusters, own.kmeans_iters
+        self.register_buffer("labels", torch.zeros(own.clusterings, num_samples, dtype=torch.long))
         self.register_buffer("clustered_epoch", torch.tensor(-1))
         self.seed = cfg.train.seed
 

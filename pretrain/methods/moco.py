@@ -2,6 +2,8 @@
 pool. Ring masks the queue entries outside each query's band out of the denominator."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import copy
 
 import torch
@@ -11,9 +13,16 @@ from pretrain.memory import Queue
 from pretrain.methods.base import Method
 from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
+from pretrain.settings import at_least, fraction
 
 
-@METHODS.register("moco", label="MoCo", order=1)
+@dataclass
+class MoCoSettings:
+    queue_size: int = at_least(65536, 1)           # keys in the queue (official Ring: 65,536; MoCo baseline: 4,096)
+    key_momentum: float = fraction(0.999)          # key-encoder EMA
+
+
+@METHODS.register("moco", label="MoCo", order=1, config=MoCoSettings)
 class MoCo(Method):
     views = 2
 
@@ -21,8 +30,8 @@ class MoCo(Method):
         super().__init__(cfg, num_samples, sampler)
         self.key_encoder = copy.deepcopy(self.encoder)
         self.key_encoder.requires_grad_(False)
-        self.queue = Queue(cfg.method.queue_size, cfg.model.feat_dim, self.init_generator)
-        self.m = cfg.method.key_momentum
+        self.queue = Queue(self.settings.queue_size, cfg.model.feat_dim, self.init_generator)
+        self.m = self.settings.key_momentum
         self._pending = None
 
     @torch.no_grad()

@@ -124,7 +124,6 @@ def _register_extra_norm_head():
 def _trainer_class():
     from detectron2.engine import DefaultTrainer
     from detectron2.evaluation import COCOEvaluator, PascalVOCDetectionEvaluator
-    from detectron2.utils.events import CommonMetricPrinter, JSONWriter
 
     class Trainer(DefaultTrainer):
         @classmethod
@@ -137,9 +136,7 @@ def _trainer_class():
                                  max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
                                  use_fast_impl=False, kpt_oks_sigmas=cfg.TEST.KEYPOINT_OKS_SIGMAS)
 
-        def build_writers(self):
-            # detectron2's defaults minus TensorboardXWriter (no tensorboard dependency)
-            return [CommonMetricPrinter(self.max_iter), JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"))]
+        # build_writers: detectron2's own (console, metrics.json, TensorBoard events in OUTPUT_DIR)
 
     return Trainer
 

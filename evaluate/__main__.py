@@ -106,9 +106,12 @@ def run(args) -> Path:
             state = state_dir / f"{linear.task_name(protocol)}_{name}.pt"
             if not args.resume:
                 state.unlink(missing_ok=True)
+            from pretrain.livelog import LiveLog
+            live = LiveLog(state_dir / f"tb_{state.stem}", "linear")  # tensorboard --logdir runs
             metrics = linear.full_path(sd, arch, stem, protocol, train_ds, test_ds, classes, size, native,
                                        recipe, device, args.workers, args.seed, state=str(state),
-                                       log=print if distributed.is_main() else (lambda *_: None))
+                                       log=print if distributed.is_main() else (lambda *_: None), live=live)
+            live.close()
             if metrics is None:  # a rank other than 0: rank 0 writes the record
                 return None
         task, extra["protocol"] = f"{linear.task_name(protocol)}_{name}", linear.describe(protocol)

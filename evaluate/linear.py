@@ -111,7 +111,7 @@ def _evaluate(net, loader, device) -> dict:
 
 def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol, train_ds, test_ds,
               num_classes: int, size: int, native: int, recipe: str, device, workers: int = 2,
-              seed: int = 0, log=print, state: str | None = None) -> dict | None:
+              seed: int = 0, log=print, state: str | None = None, live=None) -> dict | None:
     """Train the linear layer through the full image pipeline. With `state`, the probe is
     checkpointed atomically after every epoch and an existing state file is resumed exactly
     (data order and augmentation are functions of seed, epoch and index).
@@ -137,6 +137,8 @@ def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol
         ckpt.set_rng_state(saved["rng"])
         start = saved["epoch"]
         log(f"[linear] resumed from {state} after epoch {start}")
+        if live is not None:
+            live.resumed_at(start)
     train = data.Views(train_ds, _train_transform(protocol, recipe, size, native))
     world = distributed.world()
     batch = min(protocol.batch_size, len(train) // world * world)
@@ -147,6 +149,7 @@ def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol
     for epoch in range(start, protocol.epochs):
         net.eval()  # the whole network: BN statistics stay frozen; fc has no train-mode behaviour
         order.set_epoch(epoch)
+        lr = opt.param_groups[0]["lr"]
         for views, y, _ in loader:
             loss = F.cross_entropy(net(views[0].to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
@@ -160,8 +163,11 @@ def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol
             ckpt.atomic_save({"fc": net.fc.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                               "rng": ckpt.rng_state(), "epoch": epoch + 1, "protocol": asdict(protocol)}, state)
         distributed.barrier()
+        epoch_loss = distributed.mean(loss.item())
+        if live is not None and distributed.is_main():  # TensorBoard: one point per epoch
+            live.scalars({"loss": epoch_loss, "lr": lr}, epoch + 1)
         if (epoch + 1) % 10 == 0 or epoch + 1 == protocol.epochs:
-            log(f"[linear] epoch {epoch + 1}/{protocol.epochs} loss {distributed.mean(loss.item()):.4f}")
+            log(f"[linear] epoch {epoch + 1}/{protocol.epochs} loss {epoch_loss:.4f}")
     check_unchanged(net, reference)
     return _evaluate(net, test, device) if distributed.is_main() else None
 

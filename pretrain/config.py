@@ -109,6 +109,7 @@ class TrainConfig:
     channels_last: bool = True      # NHWC activations on CUDA (tensor-core friendly); ignored on CPU
     knn_k: int = at_least(200, 1)
     knn_t: float = positive(0.07)
+    tensorboard: bool = True        # TensorBoard event files beside log.jsonl (tensorboard --logdir runs)
 
 
 @dataclass

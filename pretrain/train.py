@@ -23,13 +23,14 @@ from pretrain import data, distributed, methods
 from pretrain.device_augment import DeviceAugment
 from pretrain.devices import pick_device
 from pretrain.knn import features, knn_predict, topk_accuracy
+from pretrain.livelog import LiveLog
 from pretrain.models import Encoder
 from pretrain.negatives import EmptyBandError, NegativeSampler
 from pretrain import records
 
 # keys that may differ between a checkpoint and the command that resumes it
 RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "train.keep_last",
-                     "train.knn_every", "data.workers", "data.root", "train.device")
+                     "train.knn_every", "data.workers", "data.root", "train.device", "train.tensorboard")
 
 
 class TrainingError(RuntimeError):
@@ -100,6 +101,7 @@ class Trainer:
                                          weight_decay=cfg.optim.weight_decay)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.knn = None  # last monitor result
+        self.live = LiveLog(self.out, "pretrain", cfg.train.tensorboard)
         self._monitor_loaders = None
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
 
@@ -155,6 +157,7 @@ class Trainer:
         self.epoch, self.step, self.step_in_epoch = payload["epoch"], payload["step"], payload["step_in_epoch"]
         self.knn = payload.get("knn")
         self._truncate_log()
+        self.live.resumed_at(self.step)
 
     def save(self) -> Path:
         """Rank 0 writes; every rank first averages BN statistics (see distributed.average_buffers)."""
@@ -188,10 +191,12 @@ class Trainer:
         return self.out / "log.jsonl"
 
     def log(self, entry: dict) -> None:
+        """One JSON line in log.jsonl, and the same numbers as TensorBoard scalars beside it."""
         if not distributed.is_main():
             return
         with open(self.log_path, "a") as f:
             f.write(json.dumps(entry) + "\n")
+        self.live.scalars(entry, entry["step"])
 
     def _truncate_log(self) -> None:
         """Drop log lines written after the checkpoint we resume from (they will be redone),
@@ -283,6 +288,7 @@ class Trainer:
                     entry.update({f"knn_{k}": v for k, v in self.knn.items()})
                 distributed.barrier()
             self.log(entry)
+            self.live.flush()
             if distributed.is_main():
                 print(f"[pretrain] {cfg.name} epoch {self.epoch}/{cfg.optim.epochs} step {self.step} "
                   f"loss {last_loss:.4f}" + (f" knn top1 {self.knn['top1']:.2f}" if "knn_top1" in entry else ""),
@@ -293,6 +299,7 @@ class Trainer:
 
     def finish(self, stats: dict) -> Path:
         """Publish final.pt (a hard link to the newest checkpoint) and the results record."""
+        self.live.close()
         final = self.out / "final.pt"
         if not distributed.is_main():
             return final

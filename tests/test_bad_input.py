@@ -264,6 +264,11 @@ def test_the_paper_probe_keeps_its_state_beside_the_checkpoint_not_in_results(tm
                           "--results", str(tmp_path / "res"), "--workers", "0", "--state-dir", str(tmp_path / "st")]) == 0
     assert [p.name for p in (tmp_path / "res").rglob("*") if p.is_file()] == ["linear_paper_e1_photo_patches.json"]
     assert (tmp_path / "st" / "linear_paper_e1_photo_patches.pt").is_file()
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(tmp_path / "st" / "tb_linear_paper_e1_photo_patches"))
+    events.Reload()  # the probe's live curve: one point per epoch
+    assert [e.step for e in events.Scalars("linear/loss")] == [1]
+    assert events.Scalars("linear/lr")[0].value == pytest.approx(0.01)  # (stored as float32)
     rec = json.loads(next((tmp_path / "res").rglob("*.json")).read_text())
     assert rec["protocol"]["paper_protocol"] is False and "epochs 100 -> 1" in rec["protocol"]["follows"]
 

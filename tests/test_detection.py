@@ -264,7 +264,7 @@ def test_mini_trains_and_evaluates_both_tasks_end_to_end_on_cpu(tmp_path, capsys
     path, _ = ckpt(tmp_path, "resnet18")
     results = tmp_path / "results"
     assert main(["mini", "--ckpt", str(path), "--results", str(results), "--out", str(tmp_path / "runs"),
-                 "--max-iter", "2", "--quiet"]) == 0
+                 "--max-iter", "2"]) == 0
     for task, iou in (("coco_mask_fpn", "segm"), ("coco_kp_fpn", "keypoints")):
         rec = json.loads((results / "det_resnet18" / "detection" / f"{task}.json").read_text())
         assert rec["stage"] == "detection" and rec["task"] == task and rec["dataset"] == "tiny_coco"
@@ -275,6 +275,8 @@ def test_mini_trains_and_evaluates_both_tasks_end_to_end_on_cpu(tmp_path, capsys
         for key in ("bbox/AP", "bbox/AP50", "bbox/AP75", f"{iou}/AP", f"{iou}/AP50", f"{iou}/AP75"):
             assert rec["metrics"][key] is None or 0.0 <= rec["metrics"][key] <= 100.0
         assert (tmp_path / "runs" / "det_resnet18" / "detection" / task / "log.txt").is_file()
+        # detectron2's own TensorBoard writer: events beside its log
+        assert list((tmp_path / "runs" / "det_resnet18" / "detection" / task).glob("events.out.tfevents.*"))
         assert not (tmp_path / "runs" / "det_resnet18" / "detection" / task / "model_final.pth").exists()
     frame = frames.detection(records.load_all(results))  # the report reads them
     assert {"bbox AP", "segm AP", "keypoints AP"} <= set(frame["metric"])

@@ -235,3 +235,35 @@ def test_resume_auto_skips_a_corrupt_newest_checkpoint(tmp_path, capsys):
         assert pretrain(tmp_path, "c", "optim.epochs=1", "data.limit=96", "train.ckpt_every=1",
                         "train.keep_last=5", resume="auto") == 0
     assert f"resumed from {ckpts[-2]}" in capsys.readouterr().out
+
+
+def tensorboard_scalars(folder, tag):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    acc = EventAccumulator(str(folder))
+    acc.Reload()
+    return [(e.step, e.value) for e in acc.Scalars(tag)] if tag in acc.Tags()["scalars"] else []
+
+
+def test_tensorboard_mirrors_the_log_and_forgets_the_redone_steps(tmp_path):
+    """Event files beside log.jsonl hold the same loss, lr and ring fractions; after a resume
+    the steps that are redone appear once, as in log.jsonl."""
+    common = ["optim.epochs=2", "data.limit=96", "negatives.sampler=ring", "negatives.anneal.schedule=linear",
+              "negatives.anneal.epochs=2", "train.ckpt_every=1", "train.keep_last=100", "train.knn_every=2"]
+    assert pretrain(tmp_path, "tb", *common) == 0
+    run = tmp_path / "runs" / "tb"
+    for f in (run / "checkpoints").glob("ckpt_step*.pt"):  # as if killed after step 4 of 6
+        if int(f.stem[9:]) > 4:
+            f.unlink()
+    (run / "final.pt").unlink()
+    assert pretrain(tmp_path, "tb", *common, resume="auto") == 0
+    log = [json.loads(l) for l in (run / "log.jsonl").read_text().splitlines()]
+    step_lines = [e for e in log if "outer" in e]
+    for tag, key in (("pretrain/loss", "loss"), ("pretrain/outer", "outer"), ("pretrain/lr", "lr")):
+        events = tensorboard_scalars(run, tag)
+        # the same points as log.jsonl (an epoch line repeats its last step's loss and lr): the
+        # steps redone after the resume are not there twice
+        assert sorted(s for s, _ in events) == sorted(e["step"] for e in log if key in e), tag
+        got = dict(events)
+        for e in step_lines:
+            assert got[e["step"]] == pytest.approx(e[key], rel=1e-6), (tag, e)
+    assert [s for s, _ in tensorboard_scalars(run, "pretrain/knn_top1")] == [6]

@@ -16,8 +16,8 @@ from torch.utils.data import DataLoader
 
 from evaluate import linear
 from pretrain import checkpoint, data
-from pretrain.knn import features
 from pretrain.devices import pick_device
+from pretrain.knn import features
 from pretrain.registry import PROTOCOLS
 
 

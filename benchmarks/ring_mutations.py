@@ -35,7 +35,8 @@ MUTATIONS = {
         ("pretrain/methods/la.py", "background = self.sampler.mask(sim.detach(), exclude=index, epoch=epoch)",
          "background = torch.ones_like(sim, dtype=torch.bool)"),
     "IR/CMC draw uniformly whatever the sampler":
-        ("pretrain/methods/base.py", "idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols)",
+        ("pretrain/methods/base.py",
+         "idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols)",
          "idx = (torch.randint(len(rows) - 1, (len(index), k)) + index[:, None] + 1) % len(rows)"),
     "CMC's ab direction ignores the ring":
         ("pretrain/methods/cmc.py", "bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)",

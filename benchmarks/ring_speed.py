@@ -135,7 +135,7 @@ def cell_pipeline(a, synthetic: bool) -> dict:
             batches = ((fixed, None, index) for _ in range(steps))
         else:
             batches = iter(t.loader)
-        done, images = 0, 0
+        images = 0
         for i in range(steps):
             if i == a.warmup:
                 sync(t.device)
@@ -210,7 +210,7 @@ def main(argv=None) -> int:
             res[mode] = run_cell(a, {"kind": "step", "method": method, "negatives": mode, "pool": pool})
         ms = {m: r.get("ms") for m, r in res.items()}
         fmt = lambda v: f"{v:.1f}" if isinstance(v, (int, float)) else "—"
-        ratio = lambda m: f"{ms[m] / ms['uniform']:.3f}" if ms.get(m) and ms.get("uniform") else "—"
+        ratio = lambda m, ms=ms: f"{ms[m] / ms['uniform']:.3f}" if ms.get(m) and ms.get("uniform") else "—"
         label = f"{method.upper()} {'bank' if method == 'ir' else 'queue'} {pool:,}"
         rows.append([label] + [fmt(ms[m]) for m in modes] + [ratio("ring"), ratio("ring_est"), ratio("official")])
         mem_rows.append([label] + [fmt(res[m].get("peak_mb")) for m in modes])

@@ -67,7 +67,7 @@ def dataset_files(task: str, root: str | os.PathLike, eval_only: bool = False) -
     if spec.annotations == "voc":
         sets = {n: (root / d, split, year) for n, (d, split, year) in VOC_SETS.items()
                 if not (eval_only and split != "test")}
-        for name, (directory, split, _) in sets.items():
+        for directory, split, _ in sets.values():
             listing = directory / "ImageSets" / "Main" / f"{split}.txt"
             if not listing.is_file():
                 raise DetectionError(f"{listing}: not found (--dataset-root must hold VOC2007/ and VOC2012/)")

@@ -38,16 +38,12 @@ def _parser() -> cli.Parser:
 
 
 def run(args) -> Path:
-    import torch
     from torch.utils.data import DataLoader
 
     from evaluate import linear
-    from pretrain import checkpoint, data
-    from pretrain.knn import features, knn_predict, topk_accuracy
+    from pretrain import checkpoint, data, distributed, records
     from pretrain.devices import pick_device
-    from pretrain import records
-
-    from pretrain import distributed
+    from pretrain.knn import features, knn_predict, topk_accuracy
 
     start = time.time()
     results = cli.writable_dir(args.results, "--results")  # before any work: not after the probe

@@ -15,8 +15,8 @@ backbone is loaded, only the linear layer is optimised, the backbone is in eval 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn as nn

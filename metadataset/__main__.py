@@ -59,13 +59,13 @@ def _parser() -> cli.Parser:
 def _evaluate(args) -> list[Path]:
     import torch
 
-    from metadataset import heads, protocols, records as md_records
+    from metadataset import heads, protocols
+    from metadataset import records as md_records
     from metadataset.episodes import EpisodeConfig
     from metadataset.errors import MetaDatasetError
     from metadataset.features import FeatureCache
-    from pretrain import checkpoint
+    from pretrain import checkpoint, records
     from pretrain.devices import pick_device
-    from pretrain import records
 
     start = time.time()
     results = cli.writable_dir(args.results, "--results")

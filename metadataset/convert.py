@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from metadataset import example, spec as spec_mod, tfrecord
+from metadataset import example, tfrecord
+from metadataset import spec as spec_mod
 from metadataset.errors import MetaDatasetError
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's ImageFolder's

@@ -69,6 +69,6 @@ class FeatureCache:
                 blobs += [images[i] for i in keep]
                 names += [f"{source.root}: class {key[1]} record {i}" for i in keep]
             feats = self._embed(blobs, names)
-            for (key, n), part in zip(chunk, feats.split([n for _, n in chunk])):
+            for (key, _), part in zip(chunk, feats.split([n for _, n in chunk])):
                 self._cache[key] = part
         return [self._cache[k] for k in keys]

@@ -63,8 +63,9 @@ def mean_ci95(accuracies) -> tuple[float, float]:
 
 
 def episodic(cache: FeatureCache, source: Source, head_names, episodes: int = 600, seed: int = 0,
-             config: EpisodeConfig = EpisodeConfig()) -> dict:
+             config: EpisodeConfig | None = None) -> dict:
     """Protocol B on one source: {head: {"top1": mean %, "ci95": %, "episodes": n}} plus episode statistics."""
+    config = config or EpisodeConfig()  # (the official variable-way variable-shot sampler)
     spec = source.spec
     test = spec.classes("TEST")
     superclasses = None

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from PIL import Image
 
-from metadataset import example, spec as spec_mod, tfrecord
+from metadataset import example, tfrecord
+from metadataset import spec as spec_mod
 from metadataset.errors import MetaDatasetError
 
 # The ten Meta-Dataset sources under their official directory names. The Ring paper's transfer

@@ -105,6 +105,27 @@ def exit_code(run, *also) -> int:
     return 0
 
 
+STAGES = {  # `ringbench <stage> ...` runs `python -m <module> ...`
+    "pretrain": "pretrain.__main__", "evaluate": "evaluate.__main__", "metadataset": "metadataset.__main__",
+    "detection": "detection.__main__", "report": "reports.__main__", "toy-mi": "pretrain.toy_mi",
+}
+
+
+def ringbench(argv=None) -> int:
+    """The installed `ringbench` command: one subcommand per stage, each the stage's own
+    command line (`ringbench evaluate knn --ckpt ...` is `python -m evaluate knn --ckpt ...`)."""
+    import importlib
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] not in STAGES:
+        usage = f"usage: ringbench {{{','.join(STAGES)}}} ...  (each: ringbench STAGE --help)"
+        if argv and argv[0] in ("-h", "--help"):
+            print(usage)
+            return 0
+        print(f"error: {'a stage is needed' if not argv else f'unknown stage {argv[0]!r}'}; {usage}", file=sys.stderr)
+        return 2
+    return importlib.import_module(STAGES[argv[0]]).main(argv[1:])
+
+
 def evaluation_parent() -> argparse.ArgumentParser:
     """Options of every evaluation harness that reads a checkpoint and writes records."""
     p = argparse.ArgumentParser(add_help=False)

@@ -16,9 +16,9 @@ from typing import Callable
 import numpy as np
 import torch
 import torchvision
-from PIL import Image
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
+
 from pretrain.errors import UserError
 from pretrain.registry import DATASETS
 

@@ -10,7 +10,6 @@ import json
 import math
 import os
 import time
-import warnings
 from pathlib import Path
 
 import torch
@@ -19,14 +18,13 @@ from tqdm import tqdm
 
 from pretrain import checkpoint as ckpt
 from pretrain import config as config_mod
-from pretrain import data, distributed, methods
+from pretrain import data, distributed, methods, records
 from pretrain.device_augment import DeviceAugment
 from pretrain.devices import pick_device
 from pretrain.knn import features, knn_predict, topk_accuracy
 from pretrain.livelog import LiveLog
 from pretrain.models import Encoder
 from pretrain.negatives import EmptyBandError, NegativeSampler
-from pretrain import records
 
 # keys that may differ between a checkpoint and the command that resumes it
 RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "train.keep_last",
@@ -211,7 +209,7 @@ class Trainer:
             except (ValueError, KeyError):
                 continue
         tmp = self.log_path.with_name(".log.jsonl.tmp")
-        tmp.write_text("".join(l + "\n" for l in keep))
+        tmp.write_text("".join(line + "\n" for line in keep))
         os.replace(tmp, self.log_path)
 
     # ------------------------------------------------------------ monitor

@@ -113,7 +113,8 @@ def anneal(pre: pd.DataFrame, logs: pd.DataFrame, path: Path) -> Path | None:
     """The ring's outer fraction over training under every schedule of pretrain.negatives, with
     the settings of the first annealed ring run (else illustrative ones), and the values the
     ring/ball runs actually logged per step as points."""
-    from pretrain.negatives import SCHEDULES, anneal as outer_at
+    from pretrain.negatives import SCHEDULES
+    from pretrain.negatives import anneal as outer_at
 
     p, source = dict(ILLUSTRATIVE_ANNEAL), "illustrative settings"
     for _, r in pre.iterrows():

@@ -11,8 +11,8 @@ from pathlib import Path
 import pandas as pd
 
 from pretrain import records
-from reports import figures, frames, logs, render, tables
 from pretrain.records import ReportWarning
+from reports import figures, frames, logs, render, tables
 
 MAIN_NOTE = ("Per method: `baseline negatives` is the sampler of the original method (uniform; LA's own "
              "4,096-nearest-row background), `baseline` its mean accuracy over runs, then each other sampler's "

@@ -16,8 +16,8 @@ from scipy import stats as sps
 
 from pretrain.registry import METHODS, SAMPLERS
 from reports import frames
-from reports.render import DASH
 from reports.frames import evaluations  # noqa: F401  (kept importable from here)
+from reports.render import DASH
 
 BASELINE = "uniform"  # the default baseline sampler; records name each method's own (LA: ball)
 PAPER_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet")  # the paper's column order

@@ -3,7 +3,6 @@ value and what was expected, a non-zero exit, and nothing written (docs/design.m
 import json
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +11,6 @@ import torch
 from detection.__main__ import main as detection_main
 from evaluate.__main__ import main as evaluate_main
 from metadataset.__main__ import main as metadataset_main
-from pretrain import checkpoint, models
 from pretrain.__main__ import main as pretrain_main
 from reports.__main__ import main as reports_main
 
@@ -176,16 +174,22 @@ def bad_checkpoints(tmp_path):
 
 
 def test_every_harness_names_what_a_bad_checkpoint_is(tmp_path, capsys):
+    import formats
+
+    from metadataset import convert
     cases = bad_checkpoints(tmp_path)
-    records_dir = tmp_path / "records"
-    records_dir.mkdir()
+    formats.write_imagefolder(tmp_path / "folder", classes=("a", "b", "c", "d", "e"), per_class=2, size=8)
+    convert.convert(tmp_path / "folder" / "train", tmp_path / "records" / "dtd", "dtd", (0.0, 0.0, 1.0))
+    commands = (lambda path: evaluate_main(["knn", "--ckpt", path, "--dataset", "photo_patches",
+                                            "--results", str(tmp_path / "r")]),
+                lambda path: metadataset_main(["linear", "--ckpt", path, "--records", str(tmp_path / "records"),
+                                               "--results", str(tmp_path / "r")]),
+                lambda path: detection_main(["convert", path, str(tmp_path / "w.pkl")]))
+    capsys.readouterr()
     for name, what in cases.items():
-        path = str(tmp_path / name)
-        for run in (lambda: evaluate_main(["knn", "--ckpt", path, "--dataset", "photo_patches",
-                                           "--results", str(tmp_path / "r")]),
-                    lambda: detection_main(["convert", path, str(tmp_path / "w.pkl")])):
-            assert run() == 2, name
-            one_line(capsys, path, what, "expected a checkpoint written by python -m pretrain")
+        for command in commands:
+            assert command(str(tmp_path / name)) == 2, name
+            one_line(capsys, str(tmp_path / name), what, "expected a checkpoint written by python -m pretrain")
     assert not (tmp_path / "r").exists() and not (tmp_path / "w.pkl").exists()
 
 

@@ -16,7 +16,8 @@ def test_defaults_are_official():
 
 
 def test_load_and_override(tmp_path):
-    c = config.load(write(tmp_path, "negatives: {sampler: ring}\noptim: {lr: 1}\n"), ["optim.epochs=3", "negatives.anneal.schedule=cosine"])
+    c = config.load(write(tmp_path, "negatives: {sampler: ring}\noptim: {lr: 1}\n"),
+                    ["optim.epochs=3", "negatives.anneal.schedule=cosine"])
     assert c.negatives.sampler == "ring" and c.optim.lr == 1.0 and isinstance(c.optim.lr, float)
     assert c.optim.epochs == 3 and c.negatives.anneal.schedule == "cosine"
     assert config.from_dict(config.to_dict(c)) == c

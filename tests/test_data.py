@@ -1,8 +1,8 @@
+import formats
 import numpy as np
 import pytest
 import torch
 
-import formats
 from pretrain import data
 
 

@@ -5,9 +5,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from evaluate import linear
-from pretrain.registry import PROTOCOLS
 from pretrain import models
 from pretrain.knn import knn_predict, topk_accuracy
+from pretrain.registry import PROTOCOLS
 
 
 def gaussian_task(n_train=2000, n_test=1000, dim=64, classes=10, seed=0):

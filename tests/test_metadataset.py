@@ -2,23 +2,21 @@
 sampler's rules over thousands of episodes, error handling, and both protocols end to end."""
 import io
 import json
-import math
 import struct
 
+import formats
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-import formats
-
-from metadataset import convert, example, heads, spec as spec_mod, tfrecord
+from metadataset import convert, example, heads, tfrecord
+from metadataset import spec as spec_mod
 from metadataset.__main__ import main
 from metadataset.episodes import EpisodeConfig, Sampler, rng_for
 from metadataset.errors import MetaDatasetError
 from metadataset.records import Source
 from pretrain import checkpoint, models
-
 
 # ---------------------------------------------------------------- format, byte for byte
 

@@ -4,7 +4,6 @@ import torch
 from pretrain import config, methods
 from pretrain.methods.simclr import others
 from pretrain.negatives import NegativeSampler
-
 from pretrain.registry import METHODS
 
 ALL = list(METHODS.names())  # every registered method: a new one is tested without editing this file

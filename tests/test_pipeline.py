@@ -1,10 +1,9 @@
 """End to end through the real entry points: pretrain -> checkpoint -> evaluate -> report."""
 import json
 
+import formats
 import pytest
 import torch
-
-import formats
 
 from evaluate.__main__ import main as evaluate_main
 from pretrain.__main__ import main as pretrain_main
@@ -33,10 +32,10 @@ def weights(path):
 def independent_features(ckpt, root):
     """Features of CIFAR-10's train and test files without ringbench: the pickles read by hand,
     the checkpoint's backbone loaded strictly into torchvision's resnet18."""
+    import pickle
+
     import numpy as np
     import torchvision
-
-    import pickle
 
     payload = torch.load(ckpt, weights_only=True)
     net = torchvision.models.resnet18()

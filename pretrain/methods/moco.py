@@ -2,9 +2,8 @@
 pool. Ring masks the queue entries outside each query's band out of the denominator."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import copy
+from dataclasses import dataclass
 
 import torch
 

@@ -58,7 +58,7 @@ def run(args) -> list[Path]:
             task=task, weights=str(weights), dataset_root=str(data), dataset_name="tiny_coco", num_gpus=0,
             resume=False, eval_only=False, max_iter=args.max_iter or MAX_ITER, opts=opts, results=args.results,
             run=run_name, out=str(out), workers=0 if args.workers is None else args.workers, seed=args.seed,
-            quiet=not getattr(args, "verbose", False))
+            quiet=not getattr(args, "verbose", False), num_machines=1, machine_rank=0, dist_url="auto")
         paths.append(train.run(targs))
         # smoke runs are never resumed: drop detectron2's final checkpoint (120-180 MB each)
         for name in ("model_final.pth", "last_checkpoint"):

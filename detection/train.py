@@ -165,18 +165,18 @@ def build_cfg(opts: dict):
 
 
 def fall_back_from_sync_bn(cfg, world_size: int) -> str | None:
-    """SyncBN needs a process group: with one process use BN (per-device batch statistics).
-    Returns the warning, or None when nothing changed."""
-    if world_size > 1:
+    """SyncBN needs a process group of CUDA devices: with one process, or on CPU, use BN
+    (per-process batch statistics). Returns the warning, or None when nothing changed."""
+    if world_size > 1 and cfg.MODEL.DEVICE != "cpu":
         return None
     changed = [f"MODEL.{k}.NORM" for k in NORM_KEYS if cfg.MODEL[k].get("NORM") in SYNC_NORMS]
     for key in changed:
         cfg.MODEL[key.split(".")[1]].NORM = "BN"
     if not changed:
         return None
-    return (f"{', '.join(changed)}: SyncBN needs a process group (world size > 1) and this run has one "
-            f"process, so BN is used instead (batch statistics of one device); results may differ from the "
-            f"multi-GPU protocol")
+    why = "this run has one process" if world_size == 1 else f"this run's {world_size} processes are on the CPU"
+    return (f"{', '.join(changed)}: SyncBN needs a process group of CUDA devices and {why}, so BN is used "
+            f"instead (batch statistics of one process); results may differ from the multi-GPU protocol")
 
 
 def metrics_of(results: dict) -> tuple[dict, dict]:
@@ -312,6 +312,12 @@ def run(args) -> Path:
                              f"bottleneck ResNet (R50) for its res5 head: use coco_mask_fpn or coco_kp_fpn")
     import torch
 
+    if args.machine_rank >= args.num_machines:
+        raise DetectionError(f"--machine-rank {args.machine_rank}: expected 0 .. {args.num_machines - 1} "
+                             f"(--num-machines {args.num_machines})")
+    if args.num_machines > 1 and not str(args.dist_url).startswith("tcp://"):
+        raise DetectionError(f"--dist-url {args.dist_url!r}: several machines need the address of machine 0, "
+                             f"e.g. tcp://HOST:PORT")
     num_gpus = torch.cuda.device_count() if args.num_gpus is None else args.num_gpus
     if num_gpus > torch.cuda.device_count():
         raise DetectionError(f"--num-gpus {num_gpus}: only {torch.cuda.device_count()} CUDA device(s) here")
@@ -329,10 +335,12 @@ def run(args) -> Path:
         "dataset_name": args.dataset_name or TASKS[args.task].dataset, "provenance": info, "start": start,
         "quiet": args.quiet,
     }
-    from detectron2.engine import launch
+    from detection.launch import launch
 
-    # one process (CPU or one GPU): worker runs here; several GPUs: one process per GPU
-    launch(worker, max(num_gpus, 1), dist_url="auto", args=(opts,))
+    # one process (CPU or one GPU): worker runs here; several GPUs or machines: one process each
+    launch(worker, num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(opts,))
+    if args.machine_rank != 0:  # rank 0, on machine 0, writes the record
+        return None
     from pretrain import records
 
     path = records.path_for(args.results, {"run": run_name, "stage": "detection", "task": args.task})

@@ -135,9 +135,14 @@ def test_configs_follow_the_moco_protocol():
         assert cfg.MODEL.ROI_HEADS.NAME == ("Res5ROIHeadsExtraNorm" if spec.c4 else "StandardROIHeads")
         assert cfg.SOLVER.MAX_ITER == (24000 if task == "voc_c4" else 90000)
         assert cfg.MODEL.MASK_ON == task.startswith("coco_mask") and cfg.MODEL.KEYPOINT_ON == (task == "coco_kp_fpn")
-        # one process: BN instead of SyncBN, with the reason; a process group keeps SyncBN
+        # one process, or processes on the CPU: BN instead of SyncBN, with the reason; a process
+        # group of GPUs keeps SyncBN
         two = cfg.clone()
+        two.MODEL.DEVICE = "cuda"
         assert train.fall_back_from_sync_bn(two, 2) is None and two.MODEL.RESNETS.NORM == "SyncBN"
+        cpus = cfg.clone()
+        cpus.MODEL.DEVICE = "cpu"
+        assert "2 processes are on the CPU" in train.fall_back_from_sync_bn(cpus, 2) and cpus.MODEL.RESNETS.NORM == "BN"
         warning = train.fall_back_from_sync_bn(cfg, 1)
         assert "SyncBN needs a process group" in warning and cfg.MODEL.RESNETS.NORM == "BN"
         assert cfg.MODEL.FPN.NORM in ("", "BN")
@@ -309,6 +314,45 @@ def test_c4_trains_evaluates_and_resumes_through_the_train_command(tmp_path, cap
     assert json.loads(record.read_text())["iterations"] == 3
     log = (tmp_path / "runs" / "c4" / "detection" / "coco_mask_c4" / "log.txt").read_text()
     assert "Starting training from iteration 2" in log  # continued, not restarted
+
+
+@pytest.mark.slow
+def test_two_machines_on_cpu_train_one_model_and_write_one_record(tmp_path):
+    """--num-machines 2 --machine-rank 0/1 --dist-url tcp://..., as two commands (gloo on CPU),
+    the way the pretraining DDP test starts processes: both ranks train the same iterations in
+    one process group; machine 0 alone writes the record, which says world size 2; a second
+    machine's rank is checked."""
+    pytest.importorskip("detectron2")
+    import socket
+    import subprocess
+    import sys
+
+    from detection import mini
+    root = tiny_coco.make(tmp_path / "tiny")
+    path, _ = ckpt(tmp_path, "resnet18")
+    convert.convert_file(path, tmp_path / "w.pkl", expect="any", verbose=False)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    opts = mini.OPTS + ["MODEL.ROI_HEADS.NUM_CLASSES", str(mini.NUM_CLASSES["coco_mask_fpn"]), "SOLVER.IMS_PER_BATCH", "2"]
+    def command(rank):
+        return [sys.executable, "-m", "detection", "train", "--task", "coco_mask_fpn", "--weights", str(tmp_path / "w.pkl"),
+                "--dataset-root", str(root), "--out", str(tmp_path / f"runs{rank}"), "--results", str(tmp_path / f"res{rank}"),
+                "--run", "two", "--workers", "0", "--max-iter", "2", "--num-gpus", "0", "--num-machines", "2",
+                "--machine-rank", str(rank), "--dist-url", f"tcp://127.0.0.1:{port}", "--opts", *opts]
+    env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin", "CUDA_VISIBLE_DEVICES": ""}
+    procs = [subprocess.Popen(command(r), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+             for r in (0, 1)]
+    outs = [p.communicate(timeout=600)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    record = json.loads((tmp_path / "res0" / "two" / "detection" / "coco_mask_fpn.json").read_text())
+    assert record["world_size"] == 2 and record["iterations"] == 2 and not (tmp_path / "res1").exists()
+    assert "2 processes are on the CPU" in record["norm_warning"]
+    for rank, name in ((0, "log.txt"), (1, "log.txt.rank1")):  # each machine's own detectron2 log
+        log = (tmp_path / f"runs{rank}" / "two" / "detection" / "coco_mask_fpn" / name).read_text()
+        assert f"Rank of current process: {rank}. World size: 2" in log and "Starting training from iteration 0" in log
+    assert main(["train", "--task", "coco_mask_fpn", "--weights", str(tmp_path / "w.pkl"), "--dataset-root", str(root),
+                 "--num-machines", "2", "--machine-rank", "2", "--results", str(tmp_path / "r")]) == 2
 
 
 # ------------------------------------------------------------------------ failures

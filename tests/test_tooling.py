@@ -26,3 +26,58 @@ def test_ringbench_command_runs_every_stage(tmp_path, capsys):
         out = subprocess.run([script, stage, "--help"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "usage:" in out.stdout, (stage, out.stderr[-500:])
     assert "ringbench = \"pretrain.cli:ringbench\"" in (ROOT / "pyproject.toml").read_text()
+
+
+def test_adding_a_method_is_one_file(tmp_path):
+    """A new file in pretrain/methods/ is all it takes: the config accepts its name and its own
+    settings, the report knows its label and place, training runs it, the tests' list has it."""
+    import os
+    for part in ("pretrain", "evaluate", "reports", "metadataset", "detection", "benchmarks"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    (tmp_path / "pretrain" / "methods" / "demo.py").write_text('''
+from dataclasses import dataclass
+
+from pretrain.methods.base import Method
+from pretrain.objectives import info_nce
+from pretrain.registry import METHODS
+from pretrain.settings import at_least
+
+
+@dataclass
+class DemoSettings:
+    extra: int = at_least(3, 1)
+
+
+@METHODS.register("demo", label="Demo", order=9, config=DemoSettings)
+class Demo(Method):
+    views = 2
+
+    def forward(self, views, index, epoch):
+        a, b = self.encoder(views[0]), self.encoder(views[1])
+        sim = a @ b.T
+        neg = sim.masked_fill(__import__("torch").eye(len(a), dtype=bool), float("-inf"))
+        return info_nce(sim.diagonal(), neg, self.t), {}
+''')
+    check = '''
+import sys
+sys.path.insert(0, "benchmarks")
+from pretrain import config
+from pretrain.__main__ import main
+from reports import tables
+import fault_injection, argparse
+c = config.load(None, ["method.name=demo", "method.demo.extra=5"])
+assert c.method.demo.extra == 5 and tables.METHOD_NAMES["demo"] == "Demo" and list(tables.METHOD_NAMES)[-1] == "demo"
+sets = ["name=d", "method.name=demo", "data.dataset=photo_patches", "data.limit=64", "data.workers=0",
+        "optim.batch_size=32", "optim.epochs=1", "model.feat_dim=16", "train.knn_every=0"]
+args = ["--out", "runs", "--results", "results"]
+for s in sets:
+    args += ["--set", s]
+assert main(args) == 0
+print("ok")
+'''
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    listed = subprocess.run([sys.executable, "-c", "from pretrain.registry import METHODS; print(METHODS.names())"],
+                            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert "'demo'" in listed.stdout  # what tests/test_methods.py parametrises over

@@ -26,22 +26,26 @@ class MemoryBank(nn.Module):
 
 
 class Queue(nn.Module):
-    """FIFO of the most recent keys (MoCo). `ptr` is where the next batch is written."""
+    """FIFO of the most recent keys (MoCo). `ptr` is where the next batch is written. `labels`
+    holds the keys' image labels (-1: unknown, e.g. the random initial keys), for the
+    false-negative diagnostic only."""
 
     def __init__(self, size: int, dim: int, generator: torch.Generator | None = None):
         super().__init__()
         self.register_buffer("keys", F.normalize(torch.randn(size, dim, generator=generator), dim=1))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self.register_buffer("labels", torch.full((size,), -1, dtype=torch.long))
 
     def __len__(self) -> int:
         return self.keys.shape[0]
 
     @torch.no_grad()
-    def push(self, keys: torch.Tensor) -> None:
+    def push(self, keys: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         n, size = keys.shape[0], self.keys.shape[0]
         if n > size:
             raise ValueError(f"queue of {size} keys cannot take a batch of {n}")
         p = int(self.ptr)
         idx = (torch.arange(n, device=keys.device) + p) % size  # wraps: no divisibility requirement
         self.keys[idx] = keys.detach().to(self.keys.dtype)
+        self.labels[idx] = -1 if labels is None else labels.to(self.labels.dtype)
         self.ptr.fill_((p + n) % size)

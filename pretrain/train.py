@@ -74,6 +74,7 @@ class Trainer:
         base = data.subset(data.load(cfg.data.dataset, cfg.data.root, split, cfg.data.verify_checksums), cfg.data.limit)
         self.sampler = NegativeSampler.from_config(cfg.negatives, cfg.train.seed, self.device)
         self.method = methods.build(cfg, len(base), self.sampler).to(self.device)
+        self.method.set_labels(data.targets(base).to(self.device))  # for the false-negative diagnostic
         self._set_precision()
         views = data.Views(base, data.train_transform(cfg.data.augment, cfg.data.image_size, cfg.data.gpu_augment),
                            self.method.views)
@@ -99,6 +100,9 @@ class Trainer:
                                          weight_decay=cfg.optim.weight_decay)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.knn = None  # last monitor result
+        # false-negative diagnostic (docs/design.md §9): this epoch's running sum and steps, and
+        # the last finished epoch's mean; on the device, read once per epoch
+        self._fn_sum, self._fn_steps, self.false_negatives = torch.zeros((), device=self.device), 0, None
         self.live = LiveLog(self.out, "pretrain", cfg.train.tensorboard)
         self._monitor_loaders = None
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -137,7 +141,8 @@ class Trainer:
             "sampler": self.sampler.state_dict(), "rng": ckpt.rng_state(),
             "config": config_mod.to_dict(self.cfg),
             "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
-            "knn": self.knn,
+            "knn": self.knn, "diagnostics": {"fn_sum": float(self._fn_sum), "fn_steps": self._fn_steps,
+                                             "false_negatives": self.false_negatives},
         }
 
     def load_state(self, payload: dict, source: str) -> None:
@@ -148,12 +153,19 @@ class Trainer:
         sd = {f"encoder.backbone.{k}": v for k, v in payload["backbone"].items()}
         sd.update({f"encoder.head.{k}": v for k, v in payload["head"].items()})
         sd.update(payload["method_state"])
-        self.method.load_state_dict(sd, strict=True)
+        missing, unexpected = self.method.load_state_dict(sd, strict=False)
+        # a checkpoint from before MoCo's queue kept its keys' labels (diagnostic only): -1, unknown
+        if unexpected or any(not k.endswith("queue.labels") for k in missing):
+            raise ckpt.CheckpointError(f"{source}: does not match this method's state (missing "
+                                       f"{sorted(missing)[:4]}, unexpected {sorted(unexpected)[:4]})")
         self.optimizer.load_state_dict(payload["optimizer"])
         self.sampler.load_state_dict(payload["sampler"])
         ckpt.set_rng_state(payload["rng"])
         self.epoch, self.step, self.step_in_epoch = payload["epoch"], payload["step"], payload["step_in_epoch"]
         self.knn = payload.get("knn")
+        diag = payload.get("diagnostics") or {}
+        self._fn_sum.fill_(diag.get("fn_sum", 0.0))
+        self._fn_steps, self.false_negatives = diag.get("fn_steps", 0), diag.get("false_negatives")
         self._truncate_log()
         self.live.resumed_at(self.step)
 
@@ -266,6 +278,9 @@ class Trainer:
             for views, _, index in bar:
                 progress = self.epoch + self.step_in_epoch / steps
                 global_loss, metrics = self.train_step(views, index, progress)
+                if "false_negatives" in metrics:
+                    self._fn_sum += metrics["false_negatives"].detach()
+                    self._fn_steps += 1
                 self.step += 1
                 self.step_in_epoch += 1
                 images += len(index) * self.world
@@ -274,11 +289,16 @@ class Trainer:
                 if self.step % cfg.train.log_every == 0:
                     outer, inner = self.sampler.fractions(progress)
                     self.log({"step": self.step, "epoch": progress, "loss": last_loss, "lr": lr,
-                              "outer": outer, "inner": inner, **metrics})
+                              "outer": outer, "inner": inner, **{k: float(v) for k, v in metrics.items()}})
                 if cfg.train.ckpt_every and self.step % cfg.train.ckpt_every == 0 and self.step_in_epoch < steps:
                     self.save()
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
             entry = {"step": self.step, "epoch": self.epoch, "loss": last_loss, "lr": lr}
+            if self._fn_steps:  # the epoch's mean share of same-label negatives, over ranks
+                self.false_negatives = distributed.mean(float(self._fn_sum) / self._fn_steps)
+                entry["false_negatives"] = self.false_negatives
+            self._fn_sum.zero_()
+            self._fn_steps = 0
             if cfg.train.knn_every and (self.epoch % cfg.train.knn_every == 0 or self.epoch == cfg.optim.epochs):
                 distributed.average_buffers(self.method)
                 if distributed.is_main():
@@ -314,6 +334,8 @@ class Trainer:
                        "images_per_s": stats["images_per_s"]}
             if self.knn:
                 metrics.update({f"knn_{k}": v for k, v in self.knn.items()})
+            if self.false_negatives is not None:  # the last epoch's
+                metrics["false_negatives"] = self.false_negatives
             rec = records.make(self.cfg.name, "pretrain", "pretrain", self.cfg.data.dataset, metrics,
                                config_mod.to_dict(self.cfg), checkpoint=final, seed=self.cfg.train.seed,
                                wall_s=stats["wall_s"], log=str(self.log_path), world_size=self.world)

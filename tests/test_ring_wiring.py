@@ -151,3 +151,48 @@ def test_each_method_names_its_baseline_and_records_carry_it():
         "ir": "uniform", "moco": "uniform", "simclr": "uniform", "cmc": "uniform", "la": "ball"}
     prov = records.provenance(config.to_dict(config.load(None, ["method.name=la", "negatives.sampler=ring"])))
     assert prov == {"method": "la", "negatives": "ring", "baseline_sampler": "ball", "pretrain_dataset": "cifar10"}
+
+
+def expected_share(anchor, pool_labels, negatives):
+    """Mean over anchors of the share of their negatives (a (B, N) mask) with the anchor's label."""
+    same = pool_labels[None, :] == anchor[:, None]
+    return ((same & negatives).sum(1).float() / negatives.sum(1).float()).mean().item()
+
+
+@pytest.mark.parametrize("name", ["ir", "cmc", "moco", "simclr", "la"])
+@pytest.mark.parametrize("sampler", ["uniform", "ring"])
+def test_false_negative_share_counts_the_negatives_that_entered_the_loss(monkeypatch, name, sampler):
+    """The diagnostic is the share of same-label entries among exactly the negatives the loss
+    used (labels 0, 1, 2 by bank row / image), computed here from the captured negatives."""
+    m, views, index = make(name, sampler, b=32 if name == "simclr" else 16)
+    labels = torch.arange(N) % 3
+    m.set_labels(labels)
+    if name == "moco":  # a queue of labelled keys, as after some steps
+        m.queue.labels.copy_(torch.arange(N) % 3)
+    if name in ("ir", "cmc"):
+        calls = capture(monkeypatch, getattr(methods, name), "bank_logits")
+        _, metrics = m(views, index, 0.0)
+        drawn = torch.cat([out[2] for _, _, out in calls])
+        anchors = labels[index].repeat(len(calls))
+        expected = (labels[drawn] == anchors[:, None]).float().mean(1).mean().item()
+    elif name == "la":
+        sim, background, exclude = masked_loss_inputs(monkeypatch, name, sampler)
+        _, metrics = m(views, index, 0.0)
+        background[torch.arange(len(exclude)), exclude] = False
+        expected = expected_share(labels[exclude], labels, background)
+    elif name == "moco":
+        sim, mask, _ = masked_loss_inputs(monkeypatch, name, sampler)
+        _, metrics = m(views, index, 0.0)
+        mask = torch.ones_like(sim, dtype=torch.bool) if mask is None else mask
+        expected = expected_share(labels[index], labels, mask)
+    else:  # simclr: the pool of each of the 2B anchors is the other 2B - 2 embeddings
+        from pretrain.methods.simclr import others
+        sim, mask, _ = masked_loss_inputs(monkeypatch, name, sampler)
+        _, metrics = m(views, index, 0.0)
+        both = labels[index].repeat(2)
+        pool = others(both[None, :].expand(len(both), -1))
+        mask = torch.ones_like(pool, dtype=torch.bool) if mask is None else mask
+        expected = ((pool == both[:, None]) & mask).sum(1).div(mask.sum(1)).mean().item()
+    assert metrics["false_negatives"].item() == pytest.approx(expected, abs=1e-6)
+    if sampler == "uniform":  # a third of a pool with 3 balanced labels
+        assert 0.2 < expected < 0.45

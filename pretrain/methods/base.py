@@ -26,9 +26,18 @@ class Method(nn.Module):
         self.t = cfg.method.temperature
         # memories start from their own seeded generator: identical across processes
         self.init_generator = torch.Generator().manual_seed(cfg.train.seed + 1)
+        self.register_buffer("image_labels", None, persistent=False)  # set_labels: the diagnostic's
 
     def forward(self, views: list[torch.Tensor], index: torch.Tensor, epoch: float):
         raise NotImplementedError
+
+    def set_labels(self, labels: torch.Tensor | None) -> None:
+        """The training images' labels, for the false-negative diagnostic only (never the loss);
+        -1 (or None) where a label is unknown. Not saved: the trainer sets them on every start."""
+        self.image_labels = None if labels is None else labels.long()
+
+    def labels_of(self, index: torch.Tensor) -> torch.Tensor | None:
+        return None if self.image_labels is None else self.image_labels[index]
 
     def epoch_start(self, epoch: int) -> None:
         """Called before each epoch's first step (also when resuming mid-epoch)."""
@@ -62,10 +71,35 @@ class BankMethod(Method):
         self._pending = None
 
 
+@torch.no_grad()
+def false_negatives(anchor: torch.Tensor | None, pool: torch.Tensor | None, mask: torch.Tensor | None = None,
+                    drawn: torch.Tensor | None = None) -> dict:
+    """{"false_negatives": share of each anchor's negatives that carry its own label, averaged
+    over anchors} (docs/design.md §9), or {} without labels. The negatives are the pool entries
+    `drawn` (B, K indices) or where `mask` (B, N) is True; unknown labels (-1) are left out.
+    Returned as a tensor: the trainer averages it over an epoch without a sync per step."""
+    if anchor is None or pool is None:
+        return {}
+    if drawn is not None:
+        neg = pool[drawn]
+    else:  # one pool for every anchor (N,), or each anchor's own (B, N)
+        neg = pool if pool.dim() == 2 else pool[None, :].expand(len(anchor), -1)
+    valid = (neg >= 0) & (anchor[:, None] >= 0)
+    if mask is not None:
+        valid &= mask
+    same = (neg == anchor[:, None]) & valid
+    counts = valid.sum(1)
+    rows = counts > 0
+    if not rows.any():
+        return {}
+    return {"false_negatives": (same.sum(1)[rows].float() / counts[rows].float()).mean()}
+
+
 def bank_logits(q: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sampler: NegativeSampler,
-                k: int, epoch: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """(positive, negatives) logits (B,), (B, K) of anchors q against a memory bank: the
-    positive is the anchor's own row, K negatives come from the sampler's band.
+                k: int, epoch: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(positive, negatives, drawn) of anchors q against a memory bank: logits (B,) and (B, K),
+    and the bank rows drawn (B, K). The positive is the anchor's own row, the K negatives come
+    from the sampler's band.
 
     Only the B x (K + 1) gathered rows carry gradient; the ring ranks the pool on a detached
     B x N similarity matrix (what the official code sorts), or in estimated mode on B x S
@@ -76,4 +110,4 @@ def bank_logits(q: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sample
     idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols)
     keys = rows[torch.cat([index[:, None], idx], dim=1)]  # (B, K + 1, D)
     logits = torch.bmm(keys, q.unsqueeze(2)).squeeze(2)
-    return logits[:, 0], logits[:, 1:]
+    return logits[:, 0], logits[:, 1:], idx

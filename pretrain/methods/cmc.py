@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn.functional as F
 
-from pretrain.methods.base import BankMethod, bank_logits
+from pretrain.methods.base import BankMethod, bank_logits, false_negatives
 from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
 from pretrain.settings import fraction
@@ -27,13 +28,18 @@ class CMC(BankMethod):
     banks = ("bank_l", "bank_ab")
 
     def _direction(self, q, bank, index, epoch):
-        return info_nce(*bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch), self.t)
+        pos, neg, drawn = bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)
+        self._drawn.append(drawn)
+        return info_nce(pos, neg, self.t)
 
     def forward(self, views, index, epoch):
         enc = self.encoder
         f_l, f_ab = enc.features(views[0], split=True)
         z_l, z_ab = F.normalize(enc.head["l"](f_l), dim=1), F.normalize(enc.head["ab"](f_ab), dim=1)
+        self._drawn = []
         loss_l = self._direction(z_l, self.bank_ab, index, epoch)   # L anchors, ab memories
         loss_ab = self._direction(z_ab, self.bank_l, index, epoch)  # ab anchors, L memories
         self.remember(index, z_l, z_ab)
-        return loss_l + loss_ab, {"loss_l": loss_l.item(), "loss_ab": loss_ab.item()}
+        both = torch.cat([index, index]), torch.cat(self._drawn)  # both directions' negatives
+        fn = false_negatives(self.labels_of(both[0]), self.image_labels, drawn=both[1])
+        return loss_l + loss_ab, {"loss_l": loss_l.detach(), "loss_ab": loss_ab.detach(), **fn}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pretrain.methods.base import BankMethod, bank_logits
+from pretrain.methods.base import BankMethod, bank_logits, false_negatives
 from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
 from pretrain.settings import fraction
@@ -22,6 +22,6 @@ class IR(BankMethod):
 
     def forward(self, views, index, epoch):
         q = self.encoder(views[0])
-        loss = info_nce(*bank_logits(q, self.bank.rows, index, self.sampler, self.cfg.negatives.num, epoch), self.t)
+        pos, neg, drawn = bank_logits(q, self.bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)
         self.remember(index, q)
-        return loss, {}
+        return info_nce(pos, neg, self.t), false_negatives(self.labels_of(index), self.image_labels, drawn=drawn)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from pretrain.kmeans import spherical_kmeans
-from pretrain.methods.base import BankMethod
+from pretrain.methods.base import BankMethod, false_negatives
 from pretrain.objectives import aggregation_loss
 from pretrain.registry import METHODS
 from pretrain.settings import at_least, fraction
@@ -57,4 +57,7 @@ class LA(BankMethod):
         for labels in self.labels:
             close |= labels[None, :] == labels[index][:, None]
         self.remember(index, q)
-        return aggregation_loss(sim, close, background, self.t), {}
+        negatives = background.clone()
+        negatives[rows, index] = False  # the anchor's own row is the instance, not a negative
+        fn = false_negatives(self.labels_of(index), self.image_labels, mask=negatives)
+        return aggregation_loss(sim, close, background, self.t), fn

@@ -9,7 +9,7 @@ import torch
 
 from pretrain import distributed
 from pretrain.memory import Queue
-from pretrain.methods.base import Method
+from pretrain.methods.base import Method, false_negatives
 from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
 from pretrain.settings import at_least, fraction
@@ -55,9 +55,11 @@ class MoCo(Method):
         neg = q @ self.queue.keys.T
         mask = None if self.sampler.full else self.sampler.mask(neg.detach(), epoch=epoch)
         loss = info_nce((q * k).sum(1), neg, self.t, mask)
-        self._pending = k
-        return loss, {}
+        labels = self.labels_of(index)
+        self._pending = (k, labels)
+        return loss, false_negatives(labels, self.queue.labels, mask=mask)
 
     def step_end(self):
-        self.queue.push(distributed.gather(self._pending))
+        k, labels = self._pending
+        self.queue.push(distributed.gather(k), None if labels is None else distributed.gather(labels))
         self._pending = None

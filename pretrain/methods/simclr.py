@@ -8,7 +8,7 @@ import torch
 import torch.distributed.nn.functional as dist_fn
 
 from pretrain import distributed
-from pretrain.methods.base import Method
+from pretrain.methods.base import Method, false_negatives
 from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
 
@@ -46,4 +46,7 @@ class SimCLR(Method):
         pos = sim[torch.arange(len(rows), device=z.device), (rows + big_b) % (2 * big_b)]
         pool = others(sim, rows)
         mask = None if self.sampler.full else self.sampler.mask(pool.detach(), epoch=epoch)
-        return info_nce(pos, pool, self.t, mask), {}
+        labels = self.labels_of(distributed.gather(index))  # the global batch's, in `full`'s order
+        fn = {} if labels is None else false_negatives(
+            labels.repeat(2)[rows], others(labels.repeat(2)[None, :].expand(len(rows), -1), rows), mask=mask)
+        return info_nce(pos, pool, self.t, mask), fn

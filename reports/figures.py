@@ -32,24 +32,40 @@ def _save(fig, path: Path) -> Path:
 
 def hue_order(df: pd.DataFrame) -> list[str]:
     """Models in the tables' row order (IR, IR + Ring, MoCo, ...), so colours match across figures."""
-    return [label for (m, s, delta), label in tables.row_labels(df).items() if not delta]
+    return list(dict.fromkeys(tables.model_name(m, s, b, v) for m, s, b, v in
+                              zip(df["method"], df["negatives"], df["baseline"], df["negatives_setting"])))
 
 
 def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1") -> Path | None:
-    """Bars of Ring − baseline per method and dataset, one panel per evaluation protocol.
-    `numbers`: the linear tables' numbers (their Δ rows are exactly what the tables print)."""
+    """Bars of Ring − baseline (paired by seed) per dataset and model, with their 95% intervals
+    as error bars (none for one pair), one panel per evaluation. `numbers`: the linear tables'
+    numbers (their Δ rows are exactly what the tables print)."""
     d = numbers[numbers["delta"].astype(bool) & (numbers["metric"] == metric)] if not numbers.empty else numbers
     if d.empty:
         return None
-    d = d.assign(model=[tables.model_name(m, s, b) for m, s, b in zip(d["method"], d["negatives"], d["baseline"])])
+    d = d.assign(model=[tables.model_name(m, s, b, v) for m, s, b, v in
+                        zip(d["method"], d["negatives"], d["baseline"], d["negatives_setting"])])
+    models, evals = hue_order(d), list(dict.fromkeys(d["eval"]))
+    colours = dict(zip(models, sns.color_palette(n_colors=len(models))))
     with sns.axes_style(**STYLE):
-        g = sns.catplot(data=d, kind="bar", x="dataset", y="mean", hue="model", hue_order=hue_order(d), col="eval",
-                        col_wrap=min(2, d["eval"].nunique()), height=3.2, aspect=1.3, sharex=False)
-        g.refline(y=0, color="k", linewidth=0.8)
-        g.set_axis_labels("", f"{metric} (points): sampler − baseline")
-        g.set_titles("{col_name}")
-        g.figure.suptitle("Difference Ring makes over the base method (mean over seeds)", y=1.03)
-    return _save(g.figure, path)
+        fig, axes = plt.subplots(1, len(evals), figsize=(4.2 * len(evals), 3.4), squeeze=False, layout="constrained")
+        for ax, ev in zip(axes[0], evals):
+            sub = d[d["eval"] == ev]
+            datasets = list(dict.fromkeys(sub["dataset"]))
+            width = 0.8 / len(models)
+            for k, model in enumerate(models):
+                rows = sub[sub["model"] == model].set_index("dataset").reindex(datasets)
+                x = np.arange(len(datasets)) + (k - (len(models) - 1) / 2) * width
+                err = np.array([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]).astype(float)
+                ax.bar(x, rows["mean"].astype(float), width, color=colours[model], label=model)
+                ax.errorbar(x, rows["mean"].astype(float), yerr=np.nan_to_num(err), fmt="none", ecolor="k", capsize=3)
+            ax.axhline(0, color="k", linewidth=0.8)
+            ax.set_xticks(np.arange(len(datasets)), datasets)
+            ax.set(title=ev, ylabel=f"{metric} (points): sampler − baseline")
+        axes[0][-1].legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+        fig.suptitle("Sampler − the method's own negatives, paired by seed\n"
+                     "(bars: mean; whiskers: 95% interval; none for one pair)")
+    return _save(fig, path)
 
 
 def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
@@ -67,7 +83,8 @@ def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
     long = long.dropna(subset=["epoch", "value"])
     if long.empty:
         return None
-    long["model"] = [tables.model_name(m, s, b) for m, s, b in zip(long["method"], long["negatives"], long["baseline"])]
+    long["model"] = [tables.model_name(m, s, b, v) for m, s, b, v in
+                     zip(long["method"], long["negatives"], long["baseline"], long["negatives_setting"])]
     rows = [m for m in ("loss", "kNN top-1 (%)") if m in set(long["metric"])]
     with sns.axes_style(**STYLE):
         # markers only on the sparse kNN points (a 200-epoch loss curve has thousands)

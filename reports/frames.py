@@ -16,7 +16,8 @@ import pandas as pd
 
 from pretrain.records import ReportWarning
 
-IDENTITY = ["run", "method", "negatives", "baseline", "seed", "wall_s", "peak_rss_mb", "peak_cuda_mb"]
+IDENTITY = ["run", "method", "negatives", "negatives_setting", "baseline", "seed", "wall_s", "peak_rss_mb",
+            "peak_cuda_mb"]
 # Records written before they named the method's baseline sampler: every method's baseline
 # was uniform negatives except Local Aggregation's (its k nearest bank rows, `ball`).
 LEGACY_BASELINES = {"la": "ball"}
@@ -47,16 +48,35 @@ def identity(r: dict) -> dict:
     section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
     seed = section("train").get("seed", r.get("seed"))  # the pretraining seed is what varies a run
     method = r.get("method") or section("method").get("name") or "?"
+    negatives = r.get("negatives") or section("negatives").get("sampler") or "?"
+    baseline = r.get("baseline_sampler") or LEGACY_BASELINES.get(method, "uniform")
     return {
         "run": r["run"],
         "method": method,
-        "negatives": r.get("negatives") or section("negatives").get("sampler") or "?",
-        "baseline": r.get("baseline_sampler") or LEGACY_BASELINES.get(method, "uniform"),
+        "negatives": negatives,
+        "negatives_setting": "" if negatives == baseline else negatives_setting(section("negatives")),
+        "baseline": baseline,
         "seed": seed,
         "wall_s": number(r.get("wall_s")),
         "peak_rss_mb": number(r.get("peak_rss_mb")),
         "peak_cuda_mb": number(r.get("peak_cuda_mb")),
     }
+
+
+def negatives_setting(neg: dict) -> str:
+    """What a non-baseline sampler ran with, in words: 'outer 0.25, inner 0.1, linear anneal over
+    2 epochs'. Runs of one method with different settings are different rows of a table."""
+    parts = []
+    if "outer" in neg:
+        parts.append(f"outer {number(neg['outer']):g}")
+    if neg.get("sampler") == "ring" and "inner" in neg:
+        parts.append(f"inner {number(neg['inner']):g}")
+    anneal = neg.get("anneal") if isinstance(neg.get("anneal"), dict) else {}
+    if anneal.get("schedule", "none") != "none" and number(anneal.get("epochs", 0)) > 0:
+        parts.append(f"{anneal['schedule']} anneal over {number(anneal['epochs']):g} epochs")
+    if neg.get("neighbor_views"):
+        parts.append("neighbour views")
+    return ", ".join(parts)
 
 
 def evaluations(records: list[dict]) -> pd.DataFrame:
@@ -78,11 +98,10 @@ def evaluations(records: list[dict]) -> pd.DataFrame:
             continue
         rows.append({**identity(r), "dataset": r["dataset"],
                      "pretrain_dataset": r.get("pretrain_dataset") or r["dataset"],
-                     "eval": r.get("evaluation") or re.sub(r"_(e|i|k)\d.*$", "", variant), "variant": variant,
+                     "eval": r.get("evaluation") or re.sub(r"_(e|i|k)\d.*$", "", variant), "eval_id": variant,
                      "setting": r.get("setting") or _legacy_setting(r), "changed": _changed(r),
                      "top1": number(r["metrics"].get("top1")), "top5": number(r["metrics"].get("top5"))})
-    columns = ["run", "method", "negatives", "baseline", "dataset", "eval", "variant", "setting", "changed", "top1", "top5",
-               "seed", "pretrain_dataset", "wall_s", "peak_rss_mb", "peak_cuda_mb"]
+    columns = IDENTITY + ["dataset", "eval", "eval_id", "setting", "changed", "top1", "top5", "pretrain_dataset"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -112,10 +131,12 @@ def pretraining(records: list[dict]) -> pd.DataFrame:
         m = r["metrics"]
         rows.append({**identity(r), "dataset": r["dataset"], "epochs": number(m.get("epochs")),
                      "final_loss": number(m.get("final_loss")), "knn_top1": number(m.get("knn_top1")),
+                     "false_negatives": number(m.get("false_negatives")),
                      "images_per_s": number(m.get("images_per_s")), "log": r.get("log"),
                      "config": r.get("config") if isinstance(r.get("config"), dict) else {},
                      "_path": r.get("_path")})
-    columns = IDENTITY + ["dataset", "epochs", "final_loss", "knn_top1", "images_per_s", "log", "config", "_path"]
+    columns = IDENTITY + ["dataset", "epochs", "final_loss", "knn_top1", "false_negatives", "images_per_s", "log", "config",
+                          "_path"]
     return pd.DataFrame(rows, columns=columns)
 
 

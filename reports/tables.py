@@ -1,9 +1,10 @@
 """Tidy frames -> the report's tables. Pure functions of the records: nothing is rerun.
 
 Each paper-layout table is a `Table`: a display frame (formatted cells, '—' where a run is
-missing; written as markdown and LaTeX) and the numbers behind it (one row per cell with
-mean, std and n; written as CSV for further analysis). Runs that differ only in their seed
-are averaged: mean ± std over seeds, with the number of runs.
+missing; written as markdown and LaTeX) and the numbers behind it (one row per cell with mean,
+95% interval and n; written as CSV for further analysis). Runs that differ only in their seed
+are one model: mean over seeds with a 95% t-interval; Ring − baseline differences are paired
+by seed (reports/stats.py, scipy.stats).
 """
 from __future__ import annotations
 
@@ -12,10 +13,9 @@ import zlib
 from dataclasses import dataclass
 
 import pandas as pd
-from scipy import stats as sps
 
 from pretrain.registry import METHODS, SAMPLERS
-from reports import frames
+from reports import frames, stats
 from reports.frames import evaluations  # noqa: F401  (kept importable from here)
 from reports.render import DASH
 
@@ -31,8 +31,6 @@ EVAL_TITLES = {"linear_paper": "Linear probe with the official Ring code's setti
                "linear_moco": "Linear probe with MoCo's settings",
                "linear_cached": "Linear probe on cached features (a fast proxy, not a published protocol)",
                "knn": "Weighted kNN"}
-SPREAD_NOTE = ("Cells are mean ± std over seeds (n = number of runs) where several runs exist; a bare "
-               "value is a single run; — = no record.")
 
 
 @dataclass
@@ -56,15 +54,18 @@ def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
-def model_name(method: str, sampler: str, baseline: str = BASELINE) -> str:
-    """'IR' for the method's own negatives (its baseline sampler), 'IR + Ring' otherwise; LA
-    with the whole bank as background is 'LA + Uniform (whole pool)', not LA."""
+def model_name(method: str, sampler: str, baseline: str = BASELINE, setting: str = "") -> str:
+    """'IR' for the method's own negatives (its baseline sampler), 'IR + Ring' otherwise, with
+    the sampler's settings where a table holds several; LA with the whole bank as background
+    is 'LA + Uniform (whole pool)', not LA."""
     base = method_name(method)
-    return base if sampler == baseline else f"{base} + {SAMPLER_NAMES.get(sampler, sampler)}"
+    if sampler == baseline:
+        return base
+    return f"{base} + {SAMPLER_NAMES.get(sampler, sampler)}" + (f" ({setting})" if setting else "")
 
 
-def delta_name(method: str, sampler: str) -> str:
-    return f"Δ {SAMPLER_NAMES.get(sampler, sampler)} ({method_name(method)})"
+def delta_name(method: str, sampler: str, setting: str = "") -> str:
+    return f"Δ {SAMPLER_NAMES.get(sampler, sampler)}{f' ({setting})' if setting else ''} ({method_name(method)})"
 
 
 def dataset_name(dataset: str, pretrained_on: str | None = None) -> str:
@@ -75,7 +76,7 @@ def dataset_name(dataset: str, pretrained_on: str | None = None) -> str:
 
 
 def cell(mean, std=math.nan, n=1, digits: int = 2, signed: bool = False) -> str:
-    """'83.50 ± 0.71 (n=2)'; one run prints its value alone; a missing value prints '—'."""
+    """'83.50 ± 0.71 (n=2)' (± a std: the cost table); one run prints its value alone; '—' if missing."""
     if mean is None or pd.isna(mean):
         return DASH
     text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
@@ -89,22 +90,37 @@ def over_seeds(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     df = df.dropna(subset=[value])
     if df.empty:
         return pd.DataFrame(columns=keys + ["mean", "std", "n"])
-    out = df.groupby(keys, sort=False)[value].agg(mean="mean", std="std", n="count").reset_index()
-    return out
+    return df.groupby(keys, sort=False)[value].agg(mean="mean", std="std", n="count").reset_index()
 
 
-def with_deltas(s: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """Add a row per non-baseline sampler: sampler mean − the method's baseline mean (difference
-    of the means over seeds; its std is not defined for unpaired seeds, so it has none)."""
-    is_base = s["negatives"] == s["baseline"]
-    base = s[is_base].set_index(["method"] + keys)["mean"]
-    other = s[~is_base].set_index(["method"] + keys)
-    if base.empty or other.empty:
-        return s.assign(delta=False).astype({"n": "Int64"})
-    d = other.assign(mean=other["mean"] - base.reindex(other.index).values, std=math.nan, n=math.nan)
-    d = d.dropna(subset=["mean"]).reset_index()
-    out = pd.concat([s.assign(delta=False), d.assign(delta=True)], ignore_index=True)
-    return out.astype({"n": "Int64"})  # counts stay integers in the CSV; a Δ row has none
+MODEL = ["method", "negatives", "negatives_setting"]  # what a row of a paper-layout table is
+
+
+def cells(df: pd.DataFrame, column: str, value: str) -> pd.DataFrame:
+    """The numbers of a paper-layout table: for each model and `column` value, the mean over
+    seeds with its 95% interval and n (delta False); and for each non-baseline model the
+    difference to its method's baseline, paired by seed, with its own interval and n (delta
+    True). Columns: MODEL, baseline, delta, column, mean, low, high, n, seeds, includes_zero."""
+    df = df.dropna(subset=[value])
+    rows = []
+    for key, g in df.groupby(MODEL + ["baseline", column], sort=False):
+        mean, low, high, n = stats.mean_interval(g[value])
+        rows.append(dict(zip(MODEL + ["baseline", column], key), delta=False, mean=mean, low=low, high=high, n=n,
+                         seeds=sorted(g["seed"].dropna().astype(int).unique().tolist())))
+        method, negatives, _, baseline, col = key
+        if negatives == baseline:
+            continue
+        base = df[(df["method"] == method) & (df["negatives"] == baseline) & (df[column] == col)]
+        ring_by_seed, base_by_seed = g.groupby("seed")[value].mean(), base.groupby("seed")[value].mean()
+        seeds = sorted(set(ring_by_seed.index) & set(base_by_seed.index))
+        if not seeds:
+            continue  # no pair shares a seed: no paired difference (never a bare difference of means)
+        mean, low, high, n = stats.paired_interval(ring_by_seed[seeds], base_by_seed[seeds])
+        rows.append(dict(zip(MODEL + ["baseline", column], key), delta=True, mean=mean, low=low, high=high, n=n,
+                         seeds=[int(x) for x in seeds]))
+    out = pd.DataFrame(rows, columns=MODEL + ["baseline", "delta", column, "mean", "low", "high", "n", "seeds"])
+    out["includes_zero"] = [bool(d) and stats.includes_zero(lo, hi) for d, lo, hi in zip(out["delta"], out["low"], out["high"])]
+    return out.astype({"n": "Int64"})
 
 
 def baselines(df: pd.DataFrame) -> dict:
@@ -112,71 +128,109 @@ def baselines(df: pd.DataFrame) -> dict:
     return dict(zip(df["method"], df["baseline"]))
 
 
-def model_rows(df: pd.DataFrame) -> list[tuple[str, str, bool]]:
-    """(method, sampler, is_delta) in the paper's row order: IR, IR + Ring, Δ Ring (IR), MoCo, ..."""
+def model_rows(df: pd.DataFrame) -> list[tuple[str, str, str, bool]]:
+    """(method, sampler, setting, is_delta) in the paper's row order: IR, IR + Ring, Δ Ring (IR), MoCo, ..."""
     out, bases = [], baselines(df)
     for method in ordered(df["method"], METHOD_NAMES):
         base = bases[method]
-        samplers = ordered(df.loc[df["method"] == method, "negatives"], (base, *SAMPLER_ORDER))
-        out += [(method, s, False) for s in samplers]
-        if base in samplers:
-            out += [(method, s, True) for s in samplers if s != base]
+        sub = df[df["method"] == method]
+        models = [(s, v) for s in ordered(sub["negatives"], (base, *SAMPLER_ORDER))
+                  for v in ordered(sub.loc[sub["negatives"] == s, "negatives_setting"])]
+        out += [(method, s, v, False) for s, v in models]
+        out += [(method, s, v, True) for s, v in models if s != base and
+                ((df["method"] == method) & (df["negatives"] == s) & (df["negatives_setting"] == v) & df["delta"]).any()]
     return out
 
 
 def row_labels(df: pd.DataFrame) -> dict:
-    """(method, sampler, is_delta) -> its row label, for every row of model_rows(df)."""
-    bases = baselines(df)
-    return {(m, s, d): delta_name(m, s) if d else model_name(m, s, bases[m]) for m, s, d in model_rows(df)}
+    """(method, sampler, setting, is_delta) -> its row label; a sampler's settings are named
+    only where the table holds several of them for one method."""
+    bases, out = baselines(df), {}
+    for m, s, v, d in model_rows(df):
+        several = df.loc[(df["method"] == m) & (df["negatives"] == s), "negatives_setting"].nunique() > 1
+        shown = v if several else ""
+        out[(m, s, v, d)] = delta_name(m, s, shown) if d else model_name(m, s, bases[m], shown)
+    return out
 
 
-def spread(numbers: pd.DataFrame, rows: list, row_keys: list[str], columns: list, col_key: str,
-           first_col: str, digits: int = 2) -> pd.DataFrame:
-    """Display frame: one row per (key, label) in `rows` (key: values of row_keys), one column
-    per entry of `columns`, cells formatted from numbers' mean/std/n; '—' where absent. Δ rows
-    (numbers["delta"]) print with a sign."""
-    idx = numbers.set_index(row_keys + [col_key])
+def spread(numbers: pd.DataFrame, columns: list, col_key: str, first_col: str = "model", digits: int = 2,
+           single=None) -> pd.DataFrame:
+    """Display frame: one row per model_rows(numbers) entry, one column per entry of `columns`:
+    'mean ± 95% half-width (n)' cells, Δ rows 'Δ [low, high] (n) ○'; '—' where absent.
+    `single(row)` may give a one-run cell its own interval (Meta-Dataset: over its episodes)."""
+    idx = numbers.set_index(MODEL + ["delta", col_key])
     out = []
-    for key, label in rows:
+    for key, label in row_labels(numbers).items():
         line = {first_col: label}
         for col in columns:
-            k = tuple(key) + (col,)
-            hit = idx.loc[[k]].iloc[0] if k in idx.index else None
-            delta = "delta" in row_keys and bool(key[row_keys.index("delta")])
-            line[col] = DASH if hit is None else cell(hit["mean"], hit["std"], hit["n"], digits, signed=delta)
+            k = key + (col,)
+            if k not in idx.index:
+                line[col] = DASH
+                continue
+            hit = idx.loc[[k]].iloc[0]
+            n = 0 if pd.isna(hit["n"]) else int(hit["n"])
+            if key[-1]:
+                line[col] = stats.delta_cell(hit["mean"], hit["low"], hit["high"], n, digits, DASH)
+            elif n == 1 and single is not None and single(hit) is not None:
+                line[col] = single(hit)
+            else:
+                line[col] = stats.mean_cell(hit["mean"], hit["low"], hit["high"], n, digits, DASH)
         out.append(line)
     return pd.DataFrame(out, columns=[first_col] + list(columns))
 
 
+INTERVAL_NOTE = ("Cells: mean over seeds ± half-width of its 95% t-interval (n runs); one run says so and has "
+                 "no interval. Δ rows: Ring (or another sampler) − the method's own baseline, paired by seed "
+                 "(the two runs share initialisation, data order and augmentation draws), mean [95% paired "
+                 "t-interval] (n pairs); ○ marks a difference whose interval includes 0. — = no record.")
+
+
 # ---------------------------------------------------------------- the main (long) table
 
-def ring_vs_baseline(evals: pd.DataFrame, metric: str = "top1") -> pd.DataFrame:
-    """method x dataset x eval rows: the method's baseline sampler and its mean over seeds,
-    then each other sampler's mean and its difference to the baseline, and n runs."""
+def ring_vs_baseline(evals: pd.DataFrame, metric: str = "top1", pre: pd.DataFrame | None = None) -> pd.DataFrame:
+    """One row per method x dataset x evaluation x non-baseline model: the baseline's and the
+    model's mean over seeds (95% interval), their paired difference (95% interval, n pairs,
+    whether it includes 0) and, from the pretraining records, the share of same-label
+    negatives (false negatives) of baseline and model: the mechanism behind a difference."""
     evals = evals.dropna(subset=[metric])  # a record without this metric is not a run of it
     if evals.empty:
         return pd.DataFrame()
-    evals = evals.assign(eval=evals["variant"])  # never average two settings of one evaluation
-    keys = ["method", "dataset", "eval"]
-    table = evals.pivot_table(index=keys, columns="negatives", values=metric, aggfunc="mean")
-    counts = evals.pivot_table(index=keys, values=metric, aggfunc="count")
-    base = table.index.get_level_values("method").map(baselines(evals))
-    out = pd.DataFrame({"baseline negatives": base}, index=table.index)
-    out["baseline"] = [table.at[i, b] if b in table.columns else math.nan for i, b in zip(table.index, base)]
-    for col in ordered(table.columns, SAMPLER_ORDER):
-        other = table[col].where(base != col)  # a method's own baseline is not compared with itself
-        if other.notna().any():
-            out[col] = other
-            out[f"{col} − baseline"] = other - out["baseline"]
-    out["runs (all samplers)"] = counts[metric]
-    return out.reset_index()
+    fn = {} if pre is None or pre.empty else pre.groupby("run")["false_negatives"].mean().to_dict()
+    evals = evals.assign(false_negatives=evals["run"].map(fn))
+    rows = []
+    for (method, dataset, ev), g in evals.groupby(["method", "dataset", "eval_id"], sort=False):
+        numbers = cells(g, "eval_id", metric)
+        base = numbers[(numbers["negatives"] == numbers["baseline"]) & ~numbers["delta"]]
+        for _, d in numbers[numbers["delta"]].iterrows():
+            model = numbers[~numbers["delta"] & (numbers["negatives"] == d["negatives"])
+                            & (numbers["negatives_setting"] == d["negatives_setting"])].iloc[0]
+            b = base.iloc[0]
+            ring_runs = g[(g["negatives"] == d["negatives"]) & (g["negatives_setting"] == d["negatives_setting"])]
+            base_runs = g[g["negatives"] == d["baseline"]]
+            rows.append({
+                "method": method, "dataset": dataset, "eval": ev, "baseline negatives": d["baseline"],
+                "model": model_name(method, d["negatives"], d["baseline"], d["negatives_setting"]),
+                "baseline": stats.mean_cell(b["mean"], b["low"], b["high"], int(b["n"]), 2, DASH),
+                "with the sampler": stats.mean_cell(model["mean"], model["low"], model["high"], int(model["n"]), 2, DASH),
+                "Δ (paired)": stats.delta_cell(d["mean"], d["low"], d["high"], int(d["n"]), 2, DASH),
+                "false negatives (baseline → sampler)": _fn_pair(base_runs["false_negatives"], ring_runs["false_negatives"]),
+                "delta_mean": d["mean"], "delta_low": d["low"], "delta_high": d["high"], "pairs": int(d["n"]),
+                "includes_zero": bool(d["includes_zero"]), "seeds": d["seeds"],
+                "fn_baseline": base_runs["false_negatives"].mean(), "fn_sampler": ring_runs["false_negatives"].mean()})
+    return pd.DataFrame(rows)
+
+
+def _fn_pair(base, ring) -> str:
+    if base.isna().all() or ring.isna().all():
+        return DASH
+    return f"{base.mean():.2f} → {ring.mean():.2f}"
 
 
 # ---------------------------------------------------------------- paper-layout tables
 
 def linear(evals: pd.DataFrame, metric: str = "top1") -> list[Table]:
-    """One table per evaluation protocol: rows IR, IR + Ring, Δ Ring (IR), MoCo, ...; columns
-    CIFAR-10, CIFAR-100, STL-10, ImageNet (always, as in the paper) then any other dataset."""
+    """One table per evaluation setting: rows IR, IR + Ring, Δ Ring (IR), MoCo, ...; columns the
+    datasets that hold results, the paper's (CIFAR-10, CIFAR-100, STL-10, ImageNet) first."""
     if evals.empty:
         return []
     evals = evals.assign(column=[dataset_name(d, p) for d, p in zip(evals["dataset"], evals["pretrain_dataset"])])
@@ -184,44 +238,24 @@ def linear(evals: pd.DataFrame, metric: str = "top1") -> list[Table]:
     order = {e: i for i, e in enumerate(ordered(evals["eval"], EVAL_ORDER))}
     groups = evals.groupby(["eval", "setting", "changed"], sort=False)
     for (ev, setting, changed), sub in sorted(groups, key=lambda kv: (order[kv[0][0]], kv[0][1])):
-        numbers = with_deltas(over_seeds(sub, ["method", "negatives", "baseline", "column"], metric), ["column"])
+        numbers = cells(sub, "column", metric)
         if numbers.empty:
             continue
-        columns = [DATASET_NAMES[d] for d in PAPER_DATASETS]
-        columns += ordered(c for c in sub["column"] if c not in columns)
-        rows = list(row_labels(numbers).items())
-        display = spread(numbers, rows, ["method", "negatives", "delta"], columns, "column", "model")
+        columns = ordered(sub["column"], [DATASET_NAMES[d] for d in PAPER_DATASETS])  # only columns with data
+        display = spread(numbers, columns, "column")
         numbers = numbers.rename(columns={"column": "dataset"}).assign(eval=ev, metric=metric)
         title = EVAL_TITLES.get(ev, ev) + (f" ({changed})" if changed else "")
-        out.append(Table(f"{sub['variant'].iloc[0]}_{metric}", f"{title}, {metric} accuracy (%): {setting}",
-                         f"{SPREAD_NOTE} Δ = Ring (or Ball) mean − base method mean.", display,
-                         numbers[["eval", "metric", "method", "negatives", "baseline", "delta", "dataset", "mean", "std", "n"]]))
+        out.append(Table(f"{sub['eval_id'].iloc[0]}_{metric}", f"{title}, {metric} accuracy (%): {setting}",
+                         INTERVAL_NOTE, display, numbers))
     return out
 
 
-def t_interval(std: float, n: float) -> float:
-    """Half-width of the 95% t-interval of a mean of n runs (NaN for one run)."""
-    if pd.isna(n) or n < 2 or pd.isna(std):
-        return math.nan
-    return float(sps.t.ppf(0.975, int(n) - 1) * std / math.sqrt(n))
-
-
-def interval_cell(mean, ci, n, delta: bool) -> str:
-    """'71.20 ± 0.80' (± a 95% interval, not a std), '(n=k)' for several runs; Δ signed, bare."""
-    if pd.isna(mean):
-        return DASH
-    if delta:
-        return f"{mean:+.2f}"
-    text = f"{mean:.2f}" + ("" if pd.isna(ci) else f" ± {ci:.2f}")
-    return text + (f" (n={int(n)})" if not pd.isna(n) and n >= 2 else "")
-
-
 def metadataset(md: pd.DataFrame) -> list[Table]:
-    """One table per protocol (linear probe per domain; episodic per head): rows the nine
-    domains (always, '—' where missing) then any other; columns IR, IR + Ring, Δ Ring (IR), ...
+    """One table per protocol and setting (linear probe per domain; episodic per head): rows the
+    domains that hold results, the paper's nine first; columns IR, IR + Ring, Δ Ring (IR), ...
 
-    ± is a 95% interval: the record's own (over its episodes) for one run; over seeds (t
-    distribution) for several runs.
+    ± is a 95% interval: over seeds (t) for several runs; for one run, the record's own over its
+    episodes (episodic), else none.
     """
     if md.empty:
         return []
@@ -229,63 +263,53 @@ def metadataset(md: pd.DataFrame) -> list[Table]:
     protocols = ordered(md["protocol"], ("linear", "episodic"))  # the paper's protocol first
     groups = md.groupby(["protocol", "head", "setting"])
     for (proto, head, setting), sub in sorted(groups, key=lambda kv: (protocols.index(kv[0][0]), kv[0][1], kv[0][2])):
-        s = over_seeds(sub, ["method", "negatives", "baseline", "domain"], "top1")
-        ci = sub.groupby(["method", "negatives", "domain"], sort=False)["ci95"].mean().rename("record_ci95")
-        s = s.join(ci, on=["method", "negatives", "domain"])
-        s["ci95"] = [c if n < 2 else t_interval(sd, n) for c, sd, n in zip(s["record_ci95"], s["std"], s["n"])]
-        numbers = with_deltas(s, ["domain"])
-        labels = row_labels(numbers)
-        text = numbers.assign(
-            model=[labels[m, ng, d] for m, ng, d in zip(numbers["method"], numbers["negatives"], numbers["delta"])],
-            text=[interval_cell(mu, c, n, d) for mu, c, n, d in
-                  zip(numbers["mean"], numbers["ci95"], numbers["n"], numbers["delta"])])
-        domains = list(frames.DOMAINS) + ordered(d for d in sub["domain"] if d not in frames.DOMAINS)
-        display = (text.pivot(index="domain", columns="model", values="text")
-                   .reindex(index=domains, columns=list(labels.values()))
-                   .fillna(DASH).rename_axis(index="domain", columns=None))
+        numbers = cells(sub, "domain", "top1")
+        record_ci = sub.groupby(MODEL + ["domain"])["ci95"].mean()
+
+        def episodes(hit, record_ci=record_ci):  # one run: its own interval over its episodes
+            ci = record_ci.get(tuple(hit.name[:3]) + (hit.name[-1],), math.nan)
+            return None if pd.isna(ci) else f"{hit['mean']:.2f} ± {ci:.2f} (1 run; ± over its episodes)"
+        domains = ordered(sub["domain"], frames.DOMAINS)  # only domains with data
+        table = spread(numbers, domains, "domain", single=episodes)
+        display = table.set_index("model").T.rename_axis(index="domain").reset_index()
+        display.columns.name = None
         if setting:  # what the records say ran
             what = setting
         elif proto == "linear":
             what = "per-domain linear probe on cached frozen features (settings not recorded)"
         elif proto == "episodic":
             counts = sorted({int(e) for e in sub["episodes"].dropna()})
-            episodes = ("episodes per domain: " + ", ".join(map(str, counts))) if counts else "episodes not recorded"
-            what = f"episodes of the test classes, {head or 'unnamed'} head ({episodes}; settings not recorded)"
+            n_episodes = ("episodes per domain: " + ", ".join(map(str, counts))) if counts else "episodes not recorded"
+            what = f"episodes of the test classes, {head or 'unnamed'} head ({n_episodes}; settings not recorded)"
         else:
             what = " ".join(p for p in (proto, head) if p)
         name = "metadataset_" + "_".join(p for p in (proto, head) if p)
         name += "" if len(groups) == md.groupby(["protocol", "head"]).ngroups else f"_{zlib.crc32(setting.encode()):08x}"
-        note = ("Top-1 accuracy (%) ± 95% interval: the record's own for one run (episodic: over its "
-                "episodes), over seeds (t distribution) for n runs; Δ = Ring mean − base mean; — = no record.")
+        note = INTERVAL_NOTE + " One run of an episodic evaluation shows its own 95% interval over its episodes."
         uniform = sorted(set(sub.loc[sub["not_official"].astype(bool), "domain"]))
         if uniform:
             note += (f" Not Meta-Dataset's own evaluation for {', '.join(uniform)}: its classes were drawn uniformly "
                      f"(the ImageNet DAG sampler is not implemented).")
-        keep = ["method", "negatives", "baseline", "delta", "domain", "mean", "std", "n", "ci95"]
-        out.append(Table(name, f"Meta-Dataset, {what}", note, display.reset_index(),
-                         numbers[keep].assign(protocol=proto, head=head)))
+        out.append(Table(name, f"Meta-Dataset, {what}", note, display, numbers.assign(protocol=proto, head=head)))
     return out
 
 
 def detection(det: pd.DataFrame) -> list[Table]:
-    """One table per detectron2 config (task): rows IR, IR + Ring, Δ ...; columns bbox AP, AP50,
-    AP75, then segm and keypoints where that config reports them."""
+    """One table per detectron2 config (task) and setting: rows IR, IR + Ring, Δ ...; columns
+    bbox AP, AP50, AP75, then segm and keypoints where that config reports them."""
     if det.empty:
         return []
     out = []
     for (task, setting), sub in det.groupby(["task", "setting"], sort=True):
-        numbers = with_deltas(over_seeds(sub, ["method", "negatives", "baseline", "metric"], "value"), ["metric"])
-        columns = [f"{i} {a}" for i in frames.IOU_TYPES for a in frames.AP_KEYS
-                   if i == "bbox" or (sub["metric"].str.startswith(i)).any()]
-        rows = list(row_labels(numbers).items())
-        display = spread(numbers, rows, ["method", "negatives", "delta"], columns, "metric", "model", digits=1)
+        numbers = cells(sub, "metric", "value")
+        columns = [f"{i} {a}" for i in frames.IOU_TYPES for a in frames.AP_KEYS if (sub["metric"] == f"{i} {a}").any()]
+        display = spread(numbers, columns, "metric", digits=1)
         dataset = ", ".join(sorted(set(sub["dataset"])))
         what = setting or f"{task} on {dataset} (settings not recorded)"
         name = f"detection_{task}" + ("" if det.groupby("task").ngroups == det.groupby(["task", "setting"]).ngroups
                                       else f"_{zlib.crc32(setting.encode()):08x}")
-        out.append(Table(name, f"Detection ({task}): {what}",
-                         f"COCO-style AP (%). {SPREAD_NOTE} Δ = Ring mean − base mean.", display,
-                         numbers[["method", "negatives", "baseline", "delta", "metric", "mean", "std", "n"]].assign(task=task)))
+        out.append(Table(name, f"Detection ({task}): {what}", f"COCO-style AP (%). {INTERVAL_NOTE}", display,
+                         numbers.assign(task=task)))
     return out
 
 

@@ -20,15 +20,39 @@ def stage_rec(run, stage, task, dataset, metrics, method="ir", neg="uniform", se
                         method=method, negatives=neg, **extra)
 
 
-def test_ring_minus_baseline_and_mean_over_seeds():
-    recs = [rec("a", "ir", "uniform", 80.0), rec("b", "ir", "ring", 83.0, seed=0), rec("c", "ir", "ring", 84.0, seed=1),
-            rec("d", "moco", "uniform", 85.0), rec("e", "moco", "ring", 86.5)]
+def half_width(values):
+    """The 95% t-interval's half-width, written out: t(0.975, n - 1) * sd / sqrt(n)."""
+    import numpy as np
+    from scipy.stats import t
+    v = np.asarray(values, dtype=float)
+    return t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+
+
+def test_ring_minus_baseline_is_paired_by_seed_with_its_interval():
+    base, ring = [80.0, 81.0, 83.0], [83.0, 85.0, 84.0]  # seeds 0, 1, 2
+    recs = [rec(f"u{s}", "ir", "uniform", base[s], seed=s) for s in range(3)]
+    recs += [rec(f"r{s}", "ir", "ring", ring[s], seed=s) for s in range(3)]
+    recs += [rec("r9", "ir", "ring", 99.0, seed=9)]  # no baseline run with seed 9: not in any pair
+    recs += [rec("mu", "moco", "uniform", 85.0), rec("mr", "moco", "ring", 86.5), rec("mr5", "moco", "ring", 70.0, seed=5)]
     t = tables.ring_vs_baseline(tables.evaluations(recs)).set_index("method")
-    assert t.loc["ir", "ring"] == pytest.approx(83.5) and t.loc["ir", "baseline"] == 80.0
-    assert t.loc["ir", "baseline negatives"] == "uniform"
-    assert t.loc["ir", "ring − baseline"] == pytest.approx(3.5)
-    assert t.loc["moco", "ring − baseline"] == pytest.approx(1.5)
-    assert t.loc["ir", "runs (all samplers)"] == 3
+    d = [r - b for r, b in zip(ring, base)]  # 3, 4, 1
+    assert t.loc["ir", "pairs"] == 3 and t.loc["ir", "seeds"] == [0, 1, 2]
+    assert t.loc["ir", "delta_mean"] == pytest.approx(sum(d) / 3)
+    assert t.loc["ir", "delta_high"] - t.loc["ir", "delta_mean"] == pytest.approx(half_width(d))
+    assert t.loc["ir", "includes_zero"]  # [-1.13, +6.46]
+    assert t.loc["ir", "Δ (paired)"] == f"+2.67 [{sum(d) / 3 - half_width(d):+.2f}, {sum(d) / 3 + half_width(d):+.2f}] (n=3) ○"
+    assert t.loc["ir", "with the sampler"] == f"{(83 + 85 + 84 + 99) / 4:.2f} ± {half_width(ring + [99.0]):.2f} (n=4)"
+    assert t.loc["ir", "baseline negatives"] == "uniform" and t.loc["ir", "model"] == "IR + Ring"
+    assert t.loc["moco", "Δ (paired)"] == "+1.50 (1 run: no interval)"  # one pair, seed 0
+    assert t.loc["moco", "pairs"] == 1
+
+
+def test_a_difference_whose_interval_excludes_zero_is_not_marked():
+    base, ring = [70.0, 71.0, 72.0, 70.5], [73.0, 74.5, 74.8, 73.9]
+    recs = [rec(f"u{s}", "ir", "uniform", base[s], seed=s) for s in range(4)]
+    recs += [rec(f"r{s}", "ir", "ring", ring[s], seed=s) for s in range(4)]
+    row = tables.ring_vs_baseline(tables.evaluations(recs)).iloc[0]
+    assert row["delta_low"] > 0 and not row["includes_zero"] and "○" not in row["Δ (paired)"]
 
 
 def test_la_is_compared_with_its_own_background_not_the_whole_bank():
@@ -37,14 +61,17 @@ def test_la_is_compared_with_its_own_background_not_the_whole_bank():
     recs = [rec("a", "la", "ball", 70.0, baseline_sampler="ball"), rec("b", "la", "ring", 72.5, baseline_sampler="ball"),
             rec("c", "la", "uniform", 75.0, baseline_sampler="ball"), rec("d", "ir", "uniform", 60.0)]
     evals = tables.evaluations(recs)
-    t = tables.ring_vs_baseline(evals).set_index("method")
-    assert t.loc["la", "baseline negatives"] == "ball" and t.loc["la", "baseline"] == 70.0
-    assert t.loc["la", "ring − baseline"] == pytest.approx(2.5)
-    assert t.loc["la", "uniform − baseline"] == pytest.approx(5.0)
-    assert math.isnan(t.loc["ir", "uniform"])  # IR's uniform run is its baseline, not a variant
+    t = tables.ring_vs_baseline(evals).set_index(["method", "model"])
+    assert t.loc[("la", "LA + Ring"), "baseline negatives"] == "ball"
+    assert t.loc[("la", "LA + Ring"), "baseline"] == "70.00 (1 run: no interval)"
+    assert t.loc[("la", "LA + Ring"), "delta_mean"] == pytest.approx(2.5)
+    assert t.loc[("la", "LA + Uniform (whole pool)"), "delta_mean"] == pytest.approx(5.0)
+    assert "ir" not in t.index.get_level_values("method")  # IR's uniform run is its baseline: nothing to compare
     table = tables.linear(evals)[0].display.set_index("model")["CIFAR-10"]
-    assert table["LA"] == "70.00" and table["LA + Ring"] == "72.50" and table["LA + Uniform (whole pool)"] == "75.00"
-    assert table["Δ Ring (LA)"] == "+2.50" and table["IR"] == "60.00"
+    one = " (1 run: no interval)"
+    assert table["LA"] == "70.00" + one and table["LA + Ring"] == "72.50" + one
+    assert table["LA + Uniform (whole pool)"] == "75.00" + one
+    assert table["Δ Ring (LA)"] == "+2.50" + one and table["IR"] == "60.00" + one
     # a record written before records named the baseline: LA's is still its ball
     legacy = rec("e", "la", "ball", 70.0)
     assert frames.identity(legacy)["baseline"] == "ball"
@@ -61,8 +88,10 @@ def test_missing_stage_shows_dash_and_malformed_is_skipped(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "x.json" in err and "old.json" in err and "schema 99" in err
     md = (tmp_path / "out" / "report.md").read_text()
-    ir_row = next(l for l in md.splitlines() if l.startswith("| ir "))
-    assert "80.00" in ir_row and "—" in ir_row and "nan" not in md.lower()
+    ir_row = next(l for l in md.splitlines() if l.startswith("| IR "))  # the paper-layout table
+    moco_row = next(l for l in md.splitlines() if l.startswith("| MoCo + Ring "))
+    assert "80.00 (1 run: no interval)" in ir_row and "70.00 (1 run: no interval)" in moco_row
+    assert "nan" not in md.lower() and "_No Meta-Dataset records yet" in md  # a missing stage says so
     assert "## Warnings" in md and "x.json" in md  # the report itself says what it skipped
 
 
@@ -115,21 +144,23 @@ def test_linear_table_in_paper_layout():
     linear = {t.name: t for t in tables.linear(tables.evaluations(recs))}
     assert set(linear) == {"linear_paper_top1", "knn_top1"}  # one table per protocol, never mixed
     t = linear["linear_paper_top1"]
-    assert list(t.display.columns) == ["model", "CIFAR-10", "CIFAR-100", "STL-10", "ImageNet",
-                                       "CIFAR-100 ← ImageNet", "photo_patches"]
+    # only the columns that hold results, the paper's datasets first
+    assert list(t.display.columns) == ["model", "CIFAR-10", "STL-10", "CIFAR-100 ← ImageNet", "photo_patches"]
     d = t.display.set_index("model")
     assert list(d.index) == ["IR", "IR + Ring", "Δ Ring (IR)", "MoCo + Ring"]  # no MoCo baseline: no Δ row
-    assert d.loc["IR", "CIFAR-10"] == "80.50 ± 0.71 (n=2)"
-    assert d.loc["IR + Ring", "CIFAR-10"] == "85.00 ± 2.00 (n=3)"
-    assert d.loc["Δ Ring (IR)", "CIFAR-10"] == "+4.50"      # difference of the means over seeds
-    assert d.loc["Δ Ring (IR)", "STL-10"] == "-1.00"
-    assert d.loc["IR", "ImageNet"] == d.loc["IR", "CIFAR-100"] == "—"
-    assert d.loc["IR + Ring", "CIFAR-100 ← ImageNet"] == "40.00"
+    assert d.loc["IR", "CIFAR-10"] == f"80.50 ± {half_width([80, 81]):.2f} (n=2)"      # 12.71 x 0.71 / 1.41
+    assert d.loc["IR + Ring", "CIFAR-10"] == f"85.00 ± {half_width([83, 85, 87]):.2f} (n=3)"
+    pairs = [83 - 80, 85 - 81]  # seeds 0 and 1 have both runs; seed 2 has no baseline
+    lo, hi = 3.5 - half_width(pairs), 3.5 + half_width(pairs)
+    assert d.loc["Δ Ring (IR)", "CIFAR-10"] == f"+3.50 [{lo:+.2f}, {hi:+.2f}] (n=2) ○"
+    assert d.loc["Δ Ring (IR)", "STL-10"] == "-1.00 (1 run: no interval)"
+    assert d.loc["IR", "photo_patches"] == "—"
+    assert d.loc["IR + Ring", "CIFAR-100 ← ImageNet"] == "40.00 (1 run: no interval)"
     n = t.numbers.set_index(["method", "negatives", "delta", "dataset"])
     assert n.loc[("ir", "ring", False, "CIFAR-10"), "n"] == 3
-    assert n.loc[("ir", "ring", False, "CIFAR-10"), "std"] == pytest.approx(2.0)
-    assert n.loc[("ir", "ring", True, "CIFAR-10"), "mean"] == pytest.approx(4.5)
-    assert linear["knn_top1"].display.set_index("model").loc["IR + Ring", "CIFAR-10"] == "50.00"
+    assert n.loc[("ir", "ring", True, "CIFAR-10"), "n"] == 2 and n.loc[("ir", "ring", True, "CIFAR-10"), "includes_zero"]
+    assert n.loc[("ir", "ring", True, "CIFAR-10"), "mean"] == pytest.approx(3.5)
+    assert linear["knn_top1"].display.set_index("model").loc["IR + Ring", "CIFAR-10"] == "50.00 (1 run: no interval)"
 
 
 def test_metadataset_reader_accepts_the_documented_variants():
@@ -161,12 +192,11 @@ def test_metadataset_tables_label_protocols_and_give_95_intervals():
     assert "episodes per domain: 50, 600" in made[1].title  # what the records say, not a constant
     assert "paper" not in made[0].title and "official" not in made[1].title  # old records: nothing claimed
     d = made[1].display.set_index("domain")
-    assert list(d.index[:9]) == list(frames.DOMAINS)  # every domain of the paper, missing ones as '—'
+    assert list(d.index) == ["aircraft"]  # only the domains that hold results
     assert d.loc["aircraft", "IR"] == "41.00 ± 12.71 (n=2)"   # t(0.975, 1) * 1.414 / sqrt(2)
-    assert d.loc["aircraft", "IR + Ring"] == "45.00 ± 0.70"    # one run: the record's own interval
-    assert d.loc["aircraft", "Δ Ring (IR)"] == "+4.00"
-    assert d.loc["dtd", "IR"] == "—"
-    assert made[0].display.set_index("domain").loc["omniglot", "IR + Ring"] == "90.00"
+    assert d.loc["aircraft", "IR + Ring"] == "45.00 ± 0.70 (1 run; ± over its episodes)"
+    assert d.loc["aircraft", "Δ Ring (IR)"] == "+5.00 (1 run: no interval)"  # paired with seed 0's 40.0
+    assert made[0].display.set_index("domain").loc["omniglot", "IR + Ring"] == "90.00 (1 run: no interval)"
 
 
 def test_metadataset_titles_say_what_the_records_ran():
@@ -196,12 +226,13 @@ def test_detection_table_from_flat_and_nested_metrics():
     with pytest.warns(records.ReportWarning, match="bad/detection/voc_c4|detection record without"):
         made = {t.name: t for t in tables.detection(frames.detection(recs))}
     coco = made["detection_coco_r50_c4"].display.set_index("model")
-    assert list(coco.columns) == ["bbox AP", "bbox AP50", "bbox AP75", "segm AP", "segm AP50", "segm AP75"]
-    assert coco.loc["IR", "bbox AP"] == "38.5 ± 0.7 (n=2)"
-    assert coco.loc["Δ Ring (IR)", "bbox AP"] == "+1.5" and coco.loc["Δ Ring (IR)", "segm AP"] == "+1.5"
+    assert list(coco.columns) == ["bbox AP", "bbox AP50", "bbox AP75", "segm AP"]  # only metrics with results
+    assert coco.loc["IR", "bbox AP"] == f"38.5 ± {half_width([38, 39]):.1f} (n=2)"
+    assert coco.loc["Δ Ring (IR)", "bbox AP"] == "+2.0 (1 run: no interval)"  # paired with seed 0
+    assert coco.loc["Δ Ring (IR)", "segm AP"] == "+1.5 (1 run: no interval)"
     assert coco.loc["IR + Ring", "bbox AP75"] == "—" and coco.loc["Δ Ring (IR)", "bbox AP75"] == "—"
     voc = made["detection_voc_c4"].display.set_index("model")
-    assert list(voc.columns) == ["bbox AP", "bbox AP50", "bbox AP75"] and voc.loc["IR + Ring", "bbox AP50"] == "81.0"
+    assert list(voc.columns) == ["bbox AP50"] and voc.loc["IR + Ring", "bbox AP50"] == "81.0 (1 run: no interval)"
 
 
 def toy_record(run, seed, with_estimates, true=1.0):

@@ -83,16 +83,18 @@ def test_full_report_links_tables_and_figures(results, tmp_path, capsys):
     linear = pd.read_csv(out / "tables" / "linear_paper_top1.csv")
     row = linear[(linear["method"] == "ir") & (linear["negatives"] == "uniform") & (linear["dataset"] == "CIFAR-10")]
     assert row["mean"].item() == pytest.approx(80.5) and row["n"].item() == 2
-    assert row["std"].item() == pytest.approx(0.7071, abs=1e-4)
+    # the 95% t-interval of two runs 80 and 81: t(0.975, 1) = 12.706, sd / sqrt(2) = 0.5
+    assert row["high"].item() - 80.5 == pytest.approx(12.7062 * 0.5, abs=1e-3)
     delta = linear[linear["delta"] & (linear["method"] == "moco") & (linear["dataset"] == "photo_patches")]
-    assert delta["mean"].item() == pytest.approx(2.0)
+    assert delta["mean"].item() == pytest.approx(2.0) and delta["n"].item() == 2  # two pairs, both +2
     cost = pd.read_csv(out / "tables" / "cost.csv")
     assert set(cost["stage"]) == {"pretrain", "evaluate", "metadataset", "detection", "toy_mi"}
     tex = (out / "tables" / "linear_paper_top1.tex").read_text()
     assert "\\begin{tabular}" in tex and "\\toprule" in tex and "photo\\_patches" in tex
     assert "$\\pm$" in tex and "±" not in tex and "Δ" not in tex
     section = md.split("## Linear and kNN evaluation (paper layout)")[1]
-    assert "| IR + Ring " in section and "80.50 ± 0.71 (n=2)" in section
+    assert "| IR + Ring " in section and "80.50 ± 6.35 (n=2)" in section
+    assert "+2.00 [+2.00, +2.00] (n=2)" in section  # identical differences: an interval of one point
 
 
 def test_render_writes_parseable_files(tmp_path):

@@ -67,6 +67,8 @@ class NegativesConfig:
     num: int = at_least(4096, 1)    # K: negatives IR and CMC draw per anchor; MoCo uses its whole band
     estimate: int = at_least(0, 0, "0 = exact ranks")  # > 0: the ring taken on a random subset of at least
                                     # this many pool entries (ImageNet-scale banks)
+    neighbor_views: bool = False    # ring only: the inner core (ranks [0, lo)) joins the positive by
+                                    # logsumexp, as the official neighbor_views / logsumexp_inner
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
 
 
@@ -312,6 +314,11 @@ def validate(cfg: Config, source: str = "config", sources: dict | None = None) -
     if any(m < 0 for m in cfg.optim.milestones):
         raise ConfigError(f"{where('optim.milestones')}: key 'optim.milestones' = {cfg.optim.milestones!r}, "
                           f"expected a list of epochs (integers >= 0)")
+    if cfg.negatives.neighbor_views and (cfg.negatives.sampler != "ring" or cfg.method.name == "la"
+                                         or cfg.negatives.estimate):
+        raise ConfigError(f"{where('negatives.neighbor_views')}: key 'negatives.neighbor_views' = true needs "
+                          f"negatives.sampler=ring with exact ranks (negatives.estimate=0), and a method other than "
+                          f"la (whose close neighbours are its own)")
     moco = getattr(cfg.method, "moco", None)
     if cfg.method.name == "moco" and moco.queue_size < cfg.optim.batch_size:
         raise ConfigError(f"{where('method.moco.queue_size')}: key 'method.moco.queue_size' = {moco.queue_size}, "

@@ -86,12 +86,13 @@ class NegativeSampler:
     def __init__(self, kind: str = "uniform", outer: float = 0.1, inner: float = 0.1,
                  schedule: str = "none", anneal_epochs: float = 0.0, anneal_start: float = 1.0,
                  anneal_steps: int = 4, anneal_decay: float = 0.1, seed: int = 0, device="cpu",
-                 estimate: int = 0):
+                 estimate: int = 0, neighbor_views: bool = False):
         if kind not in SAMPLERS:
             raise ValueError(f"unknown negative sampler {kind!r}, expected one of {', '.join(SAMPLERS.names())}")
         if not (0.0 < outer <= 1.0 and 0.0 <= inner < 1.0):
             raise ValueError(f"ring fractions must satisfy 0 < outer <= 1 and 0 <= inner < 1, got {outer}, {inner}")
         self.kind, self.outer_final, self.inner, self.estimate = kind, outer, inner, estimate
+        self.neighbor_views = neighbor_views  # the inner core joins the positive (see core())
         self.schedule = dict(schedule=schedule, epochs=anneal_epochs, start=anneal_start,
                              steps=anneal_steps, decay=anneal_decay)
         self.generator = torch.Generator(device=device)
@@ -101,7 +102,7 @@ class NegativeSampler:
     def from_config(cls, neg, seed: int, device) -> "NegativeSampler":
         a = neg.anneal
         return cls(neg.sampler, neg.outer, neg.inner, a.schedule, a.epochs, a.start, a.steps,
-                   a.decay, seed=seed, device=device, estimate=neg.estimate)
+                   a.decay, seed=seed, device=device, estimate=neg.estimate, neighbor_views=neg.neighbor_views)
 
     @property
     def full(self) -> bool:
@@ -132,6 +133,26 @@ class NegativeSampler:
         keep = torch.ones_like(index, dtype=torch.bool)
         keep.scatter_(1, values.topk(lo, dim=1, sorted=False).indices, False)
         return index[keep].view(len(index), hi - lo)
+
+    @torch.no_grad()
+    def core(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:
+        """Pool indices (B, lo) of each anchor's inner core, ranks [0, lo): the closest neighbours,
+        which the ring leaves out of the negatives. With neighbour views (the official code's
+        `neighbor_views`, `logsumexp_inner`) they join the positive instead. Exact ranks."""
+        sim = sim.float()
+        n = sim.shape[1]
+        if exclude is not None:
+            sim = sim.clone()
+            sim.scatter_(1, exclude.view(-1, 1), float("-inf"))
+            n -= 1
+        lo, _ = band_limits(n, *self.fractions(epoch))
+        return sim.topk(lo, dim=1, sorted=False).indices
+
+    def core_mask(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor | None:
+        """(B, N) bool of the inner core where neighbour views are on, else None."""
+        if not self.neighbor_views:
+            return None
+        return torch.zeros_like(sim, dtype=torch.bool).scatter_(1, self.core(sim, exclude, epoch), True)
 
     def _estimating(self, n: int) -> bool:
         return 0 < self.estimate < n

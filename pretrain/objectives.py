@@ -10,20 +10,27 @@ import torch.nn.functional as F
 
 
 def info_nce(pos: torch.Tensor, neg: torch.Tensor, temperature: float,
-             neg_mask: torch.Tensor | None = None) -> torch.Tensor:
+             neg_mask: torch.Tensor | None = None, pos_mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean over anchors of -log(e^{s+/t} / (e^{s+/t} + sum_j e^{s_j/t})).
 
-    pos: (B,) similarity to the positive; neg: (B, K) similarities to negatives;
-    neg_mask: optional (B, K) bool, False entries are not negatives (they get e^{-inf} = 0).
+    pos: (B,) similarity to the positive; neg: (B, K) similarities to the other candidates;
+    neg_mask: optional (B, K) bool, False entries are not negatives (they get e^{-inf} = 0);
+    pos_mask: optional (B, K) bool, entries that join the positive (the official code's
+    neighbour views, combined by logsumexp): -log(sum_{+ and pos_mask} e^{s/t} / sum_{+, pos_mask
+    and neg_mask} e^{s/t}).
     """
     if pos.dim() != 1 or neg.dim() != 2 or neg.shape[0] != pos.shape[0]:
         raise ValueError(f"info_nce: expected pos (B,) and neg (B, K), got {tuple(pos.shape)} and {tuple(neg.shape)}")
-    logits = torch.cat([pos[:, None], neg], dim=1) / temperature
+    logits = (torch.cat([pos[:, None], neg], dim=1) / temperature).float()
+    keep = torch.ones_like(logits, dtype=torch.bool)
     if neg_mask is not None:
-        keep = torch.cat([torch.ones_like(neg_mask[:, :1]), neg_mask], dim=1)
+        keep[:, 1:] = neg_mask
+    if pos_mask is None:  # the positive sits in column 0
         logits = logits.masked_fill(~keep, float("-inf"))
-    # the positive sits in column 0
-    return F.cross_entropy(logits.float(), torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+        return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
+    numerator = torch.cat([torch.ones_like(pos_mask[:, :1]), pos_mask], dim=1)
+    return (torch.logsumexp(logits.masked_fill(~(keep | numerator), float("-inf")), dim=1)
+            - torch.logsumexp(logits.masked_fill(~numerator, float("-inf")), dim=1)).mean()
 
 
 def aggregation_loss(sim: torch.Tensor, close: torch.Tensor, background: torch.Tensor,

@@ -59,7 +59,7 @@ def test_every_shipped_preset_loads():
     names = set()
     for p in presets:
         c = config.load(p)
-        assert c.name == p.stem or p.parent.name == "mini", p
+        assert c.name == p.stem or p.parent.name in ("mini", "gpu"), p
         names.add(c.name)
     assert len(names) == len(presets)  # run names are unique: records never overwrite each other
 
@@ -70,9 +70,10 @@ def test_la_baseline_presets_are_las_own_4096_nearest_background():
     from pathlib import Path
 
     from pretrain.negatives import band_limits
-    sizes = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 105_000, "imagenet": 1_281_167, "photo_patches": 3000}
+    sizes = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 105_000, "imagenet": 1_281_167, "photo_patches": 5000,
+             "mnist5k": 5000}
     presets = sorted(Path(__file__).parent.parent.glob("configs/*/*_la_ball*.yaml"))
-    assert len(presets) == 5 and not list(Path(__file__).parent.parent.glob("configs/*/*_la_uniform*.yaml"))
+    assert len(presets) == 7 and not list(Path(__file__).parent.parent.glob("configs/*/*_la_uniform*.yaml"))
     for p in presets:
         c = config.load(p)
         n = min(sizes[c.data.dataset], c.data.limit or sizes[c.data.dataset])

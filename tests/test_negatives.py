@@ -245,7 +245,7 @@ def test_bank_logits_never_ranks_the_whole_bank_in_estimated_mode():
     real = torch.Tensor.__matmul__
     try:
         torch.Tensor.__matmul__ = lambda a, b: seen.append(tuple(b.shape)) or real(a, b)
-        pos, neg, _ = bank_logits(q, rows, torch.arange(8), s, 256, 0.0)
+        pos, neg, _, _ = bank_logits(q, rows, torch.arange(8), s, 256, 0.0)
     finally:
         torch.Tensor.__matmul__ = real
     assert neg.shape == (8, 256) and seen and max(shape[1] for shape in seen) < 10_000

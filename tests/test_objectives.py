@@ -34,3 +34,15 @@ def test_lower_bound_and_gradient_direction():
 def test_shape_errors():
     with pytest.raises(ValueError, match="expected pos"):
         info_nce(torch.zeros(3, 1), torch.zeros(3, 4), 0.1)
+
+
+def test_neighbour_views_join_the_positive_by_logsumexp():
+    """The official logsumexp_inner: -log((e^{s+/t} + e^{s_c/t}) / (e^{s+/t} + e^{s_c/t} + e^{s_n/t}))."""
+    pos, neg, t = torch.tensor([0.5]), torch.tensor([[0.4, 0.1, -0.2]]), 0.5
+    core = torch.tensor([[True, False, False]])
+    band = torch.tensor([[False, True, True]])
+    num = math.exp(1.0) + math.exp(0.8)
+    expected = -math.log(num / (num + math.exp(0.2) + math.exp(-0.4)))
+    assert info_nce(pos, neg, t, band, pos_mask=core).item() == pytest.approx(expected, rel=1e-6)
+    nothing = torch.zeros_like(core)  # no neighbour: exactly the plain loss over the band
+    assert info_nce(pos, neg, t, band, pos_mask=nothing).item() == pytest.approx(info_nce(pos, neg, t, band).item(), rel=1e-6)

@@ -196,3 +196,47 @@ def test_false_negative_share_counts_the_negatives_that_entered_the_loss(monkeyp
     assert metrics["false_negatives"].item() == pytest.approx(expected, abs=1e-6)
     if sampler == "uniform":  # a third of a pool with 3 balanced labels
         assert 0.2 < expected < 0.45
+
+
+@pytest.mark.parametrize("name", ["ir", "cmc", "moco", "simclr"])
+def test_neighbour_views_put_the_inner_core_on_the_positive_side(monkeypatch, name):
+    """negatives.neighbor_views: the ranks [0, lo) the ring leaves out join the positive
+    (pos_mask), the band stays the negatives; a brute-force sort gives the core."""
+    sets = [f"method.name={name}", "negatives.sampler=ring", f"negatives.outer={OUTER}", f"negatives.inner={INNER}",
+            "negatives.num=64", f"method.moco.queue_size={N}", "model.feat_dim=16", "negatives.neighbor_views=true"]
+    cfg = config.load(None, sets)
+    torch.manual_seed(0)
+    m = methods.build(cfg, N, NegativeSampler.from_config(cfg.negatives, seed=0, device="cpu"))
+    b = 32 if name == "simclr" else 16
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(b, 3, 32, 32, generator=g) * 2 - 1
+    views, index = [x, x + 0.3 * torch.randn(b, 3, 32, 32, generator=g)], torch.arange(b) * 5
+    mod = getattr(methods, name)
+    losses = capture(monkeypatch, mod, "info_nce")
+    drawn = capture(monkeypatch, mod, "bank_logits") if name in ("ir", "cmc") else None
+    m(views, index, 0.0)
+    for i, (args, kwargs, _) in enumerate(losses):
+        neighbours = kwargs["pos_mask"]
+        assert neighbours is not None and neighbours.any(1).all()
+        if drawn is not None:  # the core's rows follow the K drawn negatives
+            q, rows = drawn[i][0][0], drawn[i][0][1]
+            sim = q.detach() @ rows.T
+            cols = args[1].detach()[:, 64:]
+            lo, _ = official_limits(N - 1, OUTER, INNER)
+            assert cols.shape[1] == lo and neighbours[:, 64:].all() and not neighbours[:, :64].any()
+            for row, own, got in zip(sim, index, cols):
+                order = [j for j in torch.argsort(row, descending=True).tolist() if j != int(own)]
+                assert torch.allclose(got.sort().values, row[order[:lo]].sort().values, atol=1e-5)
+        else:
+            sim, mask = args[1].detach(), args[3]
+            lo, _ = official_limits(sim.shape[1], OUTER, INNER)
+            top = sim.topk(lo, dim=1).indices
+            expected = torch.zeros_like(mask).scatter_(1, top, True)
+            assert torch.equal(neighbours, expected) and not (neighbours & mask).any()
+
+
+def test_neighbour_views_need_an_exact_ring():
+    with pytest.raises(config.ConfigError, match="neighbor_views"):
+        config.load(None, ["negatives.neighbor_views=true"])  # uniform: there is no core
+    with pytest.raises(config.ConfigError, match="neighbor_views"):
+        config.load(None, ["negatives.neighbor_views=true", "negatives.sampler=ring", "method.name=la"])

@@ -97,9 +97,10 @@ def false_negatives(anchor: torch.Tensor | None, pool: torch.Tensor | None, mask
 
 def bank_logits(q: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sampler: NegativeSampler,
                 k: int, epoch: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(positive, negatives, drawn) of anchors q against a memory bank: logits (B,) and (B, K),
-    and the bank rows drawn (B, K). The positive is the anchor's own row, the K negatives come
-    from the sampler's band.
+    """(positive, others, drawn, neighbours) of anchors q against a memory bank: logits (B,) and
+    (B, K [+ lo]), the bank rows drawn (B, K), and None or, with neighbour views, a (B, K + lo)
+    mask of the columns that join the positive (the inner core's lo rows, after the K). The
+    positive is the anchor's own row, the K negatives come from the sampler's band.
 
     Only the B x (K + 1) gathered rows carry gradient; the ring ranks the pool on a detached
     B x N similarity matrix (what the official code sorts), or in estimated mode on B x S
@@ -108,6 +109,11 @@ def bank_logits(q: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sample
     cols = sampler.subsample(len(rows), k, epoch)  # estimated mode: a shared subsample, not the bank
     sim = None if sampler.full else q.detach() @ (rows if cols is None else rows[cols]).T
     idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols)
-    keys = rows[torch.cat([index[:, None], idx], dim=1)]  # (B, K + 1, D)
+    core = sampler.core(sim, exclude=index, epoch=epoch) if sampler.neighbor_views else idx[:, :0]
+    keys = rows[torch.cat([index[:, None], idx, core], dim=1)]  # (B, 1 + K + lo, D)
     logits = torch.bmm(keys, q.unsqueeze(2)).squeeze(2)
-    return logits[:, 0], logits[:, 1:], idx
+    neighbours = None
+    if sampler.neighbor_views:
+        neighbours = torch.zeros_like(logits[:, 1:], dtype=torch.bool)
+        neighbours[:, idx.shape[1]:] = True
+    return logits[:, 0], logits[:, 1:], idx, neighbours

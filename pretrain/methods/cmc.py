@@ -28,9 +28,9 @@ class CMC(BankMethod):
     banks = ("bank_l", "bank_ab")
 
     def _direction(self, q, bank, index, epoch):
-        pos, neg, drawn = bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)
+        pos, neg, drawn, neighbours = bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)
         self._drawn.append(drawn)
-        return info_nce(pos, neg, self.t)
+        return info_nce(pos, neg, self.t, pos_mask=neighbours)
 
     def forward(self, views, index, epoch):
         enc = self.encoder

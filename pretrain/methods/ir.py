@@ -22,6 +22,7 @@ class IR(BankMethod):
 
     def forward(self, views, index, epoch):
         q = self.encoder(views[0])
-        pos, neg, drawn = bank_logits(q, self.bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)
+        pos, neg, drawn, neighbours = bank_logits(q, self.bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)
         self.remember(index, q)
-        return info_nce(pos, neg, self.t), false_negatives(self.labels_of(index), self.image_labels, drawn=drawn)
+        fn = false_negatives(self.labels_of(index), self.image_labels, drawn=drawn)
+        return info_nce(pos, neg, self.t, pos_mask=neighbours), fn

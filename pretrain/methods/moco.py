@@ -54,7 +54,8 @@ class MoCo(Method):
         k = self._keys(views[1])
         neg = q @ self.queue.keys.T
         mask = None if self.sampler.full else self.sampler.mask(neg.detach(), epoch=epoch)
-        loss = info_nce((q * k).sum(1), neg, self.t, mask)
+        neighbours = self.sampler.core_mask(neg.detach(), epoch=epoch)
+        loss = info_nce((q * k).sum(1), neg, self.t, mask, pos_mask=neighbours)
         labels = self.labels_of(index)
         self._pending = (k, labels)
         return loss, false_negatives(labels, self.queue.labels, mask=mask)

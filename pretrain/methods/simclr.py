@@ -46,7 +46,8 @@ class SimCLR(Method):
         pos = sim[torch.arange(len(rows), device=z.device), (rows + big_b) % (2 * big_b)]
         pool = others(sim, rows)
         mask = None if self.sampler.full else self.sampler.mask(pool.detach(), epoch=epoch)
+        neighbours = self.sampler.core_mask(pool.detach(), epoch=epoch)
         labels = self.labels_of(distributed.gather(index))  # the global batch's, in `full`'s order
         fn = {} if labels is None else false_negatives(
             labels.repeat(2)[rows], others(labels.repeat(2)[None, :].expand(len(rows), -1), rows), mask=mask)
-        return info_nce(pos, pool, self.t, mask), fn
+        return info_nce(pos, pool, self.t, mask, pos_mask=neighbours), fn

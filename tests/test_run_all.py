@@ -1,0 +1,94 @@
+"""run_all.sh's planner and launchers (scripts/pipeline.py): paired seeds, sweep grids, the
+local and the Slurm launcher (through submitit's local executor), and bad input."""
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import pipeline  # noqa: E402
+
+
+def test_a_sweep_plans_paired_seeds_and_every_grid_point():
+    runs = pipeline.plan(pipeline.PROFILES["cpu-sweep"], [0, 1], [])
+    names = [r.name for r in runs]
+    assert len(names) == len(set(names)) == 2 * 2 + 2 * 9 * 2  # baselines x seeds + rings x points x seeds
+    ring = [r for r in runs if r.name.startswith("mini_ir_ring")]
+    assert {tuple(sorted(r.sets)) for r in ring} >= {("negatives.anneal.schedule=none", "negatives.outer=1.0"),
+                                                     ("negatives.anneal.epochs=2", "negatives.anneal.schedule=linear",
+                                                      "negatives.outer=0.1")}
+    assert any("negatives.neighbor_views=true" in r.sets for r in ring)
+    # every ring run has a baseline run with its seed: the pairs the report compares
+    base_seeds = {r.seed for r in runs if r.name.startswith("mini_ir_uniform")}
+    assert {r.seed for r in ring} == base_seeds == {0, 1}
+    a = pipeline.parser().parse_args(["--out", "o"])
+    a.records = "none"
+    cmd = pipeline.stages(ring[0], pipeline.PROFILES["cpu-sweep"], a, "py")[0]
+    assert f"train.seed={ring[0].seed}" in cmd and f"name={ring[0].name}" in cmd
+
+
+def test_paired_runs_share_initialisation_data_order_and_augmentation():
+    """What makes pairing valid: a baseline and a ring run with one seed start from the same
+    weights and see the same batches, pixel for pixel; only the negatives differ."""
+    from pretrain import config
+    from pretrain.train import Trainer
+    made = []
+    for sampler in ("uniform", "ring"):
+        cfg = config.load(ROOT / "configs/mini/photos_r18_moco_ring.yaml",
+                          [f"negatives.sampler={sampler}", "data.limit=256", "data.workers=0", "train.seed=7"])
+        t = Trainer(cfg, Path("/tmp/unused_pairing") / sampler)
+        views, _, index = next(iter(t.loader))
+        made.append((t.method.state_dict(), views, index))
+    (a, va, ia), (b, vb, ib) = made
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(ia, ib) and all(torch.equal(x, y) for x, y in zip(va, vb))
+
+
+def fake_jobs(tmp_path, codes):
+    runs = [pipeline.Run(f"r{i}", Path("c.yaml"), 0) for i in range(len(codes))]
+    cmds = [[[sys.executable, "-c", f"print('[evaluate] linear r{i}: top1 {50 + i}.00'); raise SystemExit({c})"]]
+            for i, c in enumerate(codes)]
+    (tmp_path / "logs").mkdir()
+    return list(zip(runs, cmds))
+
+
+def test_local_launcher_runs_jobs_in_slots_and_reports_failures(tmp_path, capsys):
+    failed = pipeline.local(fake_jobs(tmp_path, [0, 3, 0]), 2, tmp_path, gpus=[])
+    out = capsys.readouterr()
+    assert failed == ["r1"] and "r1 failed (3)" in out.err and "top1 50.00" in out.out and "top1 52.00" in out.out
+    assert "[evaluate] linear r1: top1 51.00" in (tmp_path / "logs" / "r1.log").read_text()
+
+
+def test_slurm_launcher_through_submitits_local_executor(tmp_path, capsys):
+    a = pipeline.parser().parse_args(["--launcher", "slurm"])
+    failed = pipeline.slurm(fake_jobs(tmp_path, [0, 2]), tmp_path, a, cluster="local")
+    assert failed == ["r1"] and "top1 50.00" in capsys.readouterr().out
+    assert list((tmp_path / "slurm").iterdir())  # submitit's own job folder
+
+
+def test_no_gpu_no_slots():
+    if torch.cuda.is_available():
+        pytest.skip("a machine with GPUs")
+    assert pipeline.gpu_slots(4.0) == []
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--grid", "negatives.outerr=1,2"], "unknown config key 'negatives.outerr'"),
+    (["--grid", "negatives.outer=0.5,7"], "key 'negatives.outer' = 7"),
+    (["--seed-list", "0,x"], "--seed-list '0,x': expected comma-separated integers"),
+    (["--seed-list", "1,1"], "a seed is listed twice"),
+])
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, argv, needle):
+    assert pipeline.main([*argv, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and needle in err and not (tmp_path / "o").exists()
+
+
+def test_a_launcher_that_is_not_installed(tmp_path, capsys, monkeypatch):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "submitit" else real(name, *a))
+    assert pipeline.main(["--launcher", "slurm", "--out", str(tmp_path / "o")]) == 2
+    assert "needs submitit" in capsys.readouterr().err and not (tmp_path / "o").exists()

@@ -50,7 +50,7 @@ MUTATIONS = {
     "inner cut dropped":
         ("pretrain/negatives.py", "lo = int(inner * hi)  # < hi", "lo = 0  # < hi"),
     "the anchor's own row not excluded (exact band)":
-        ("pretrain/negatives.py", 'sim.scatter_(1, exclude.view(-1, 1), float("-inf"))', "pass"),
+        ("pretrain/negatives.py", 'sim = sim.clone().scatter_(1, exclude.view(-1, 1), float("-inf"))', "pass"),
     "estimated mode draws the anchor's own row at outer = 1":
         ("pretrain/negatives.py", "valid = ~own.gather(1, band)", "valid = torch.ones_like(band, dtype=torch.bool)"),
     "estimated mode reads a low edge at outer = 1":

@@ -30,18 +30,10 @@ IMAGENET = 1_281_167
 
 def official_sampler(base):
     """The official Ring code's selection: sort every anchor's whole pool, slice the band."""
-    from pretrain.negatives import band_limits
-
     class FullSort(type(base)):
         @torch.no_grad()
         def band(self, sim, exclude=None, epoch=0.0):
-            sim = sim.float()
-            n = sim.shape[1]
-            if exclude is not None:
-                sim = sim.clone()
-                sim.scatter_(1, exclude.view(-1, 1), float("-inf"))
-                n -= 1
-            lo, hi = band_limits(n, *self.fractions(epoch))
+            sim, lo, hi = self.ranked(sim, exclude, epoch)
             return torch.sort(sim, dim=1, descending=True).indices[:, lo:hi]
 
     base.__class__ = FullSort

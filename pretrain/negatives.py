@@ -114,19 +114,23 @@ class NegativeSampler:
         band = SAMPLERS[self.kind](anneal(final=self.outer_final, epoch=epoch, **self.schedule), self.inner)
         return (1.0, 0.0) if band is None else band
 
+    def ranked(self, sim: torch.Tensor, exclude: torch.Tensor | None, epoch: float) -> tuple[torch.Tensor, int, int]:
+        """(float similarities with each anchor's own row at -inf, lo, hi): the own row ranks
+        last and is not counted in the pool, so no band or core ever reaches it."""
+        sim = sim.float()
+        n = sim.shape[1]
+        if exclude is not None:
+            sim = sim.clone().scatter_(1, exclude.view(-1, 1), float("-inf"))
+            n -= 1
+        return (sim, *band_limits(n, *self.fractions(epoch)))
+
     @torch.no_grad()
     def band(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:
         """Pool indices (B, hi - lo) of each anchor's band, in no particular order.
 
         An unsorted topk(hi) instead of a full sort (only the top `outer` fraction is ever
         needed), then the `lo` closest of those dropped: a second, hi-sized selection."""
-        sim = sim.float()
-        n = sim.shape[1]
-        if exclude is not None:
-            sim = sim.clone()
-            sim.scatter_(1, exclude.view(-1, 1), float("-inf"))  # ranks last, never reached
-            n -= 1
-        lo, hi = band_limits(n, *self.fractions(epoch))
+        sim, lo, hi = self.ranked(sim, exclude, epoch)
         values, index = sim.topk(hi, dim=1, sorted=False)
         if lo == 0:
             return index
@@ -139,13 +143,7 @@ class NegativeSampler:
         """Pool indices (B, lo) of each anchor's inner core, ranks [0, lo): the closest neighbours,
         which the ring leaves out of the negatives. With neighbour views (the official code's
         `neighbor_views`, `logsumexp_inner`) they join the positive instead. Exact ranks."""
-        sim = sim.float()
-        n = sim.shape[1]
-        if exclude is not None:
-            sim = sim.clone()
-            sim.scatter_(1, exclude.view(-1, 1), float("-inf"))
-            n -= 1
-        lo, _ = band_limits(n, *self.fractions(epoch))
+        sim, lo, _ = self.ranked(sim, exclude, epoch)
         return sim.topk(lo, dim=1, sorted=False).indices
 
     def core_mask(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor | None:

@@ -125,9 +125,8 @@ def _evaluate(args) -> list[Path]:
             out = protocols.episodic(cache, s, head_names, args.episodes, args.seed, config)
             mode = "variable-way variable-shot" if config.variable else "fixed"
             suffix = "" if config.variable else f"_{args.ways or 'v'}way{args.shots or 'v'}shot{args.queries or 'v'}query"
-            # Meta-Dataset's own evaluation only with its variable episodes and, for ImageNet,
-            # its DAG class sampler, which is not implemented here
-            official = config.variable and s.spec.kind != "HierarchicalDatasetSpecification"
+            # Meta-Dataset's own evaluation: its variable episodes (with, for ImageNet, its DAG sampler)
+            official = config.variable
             for h, m in out["heads"].items():
                 setting = (f"{args.episodes} {mode} episodes of the test classes"
                            + (" sampled by Meta-Dataset's rules" if config.variable else "")

@@ -24,7 +24,10 @@ Step 5 replaces the official tf.data shuffling, which has no numpy equivalent.
 Fixed modes (EpisodeConfig num_ways / num_support / num_query set), as the official code:
 a fixed way skips step 1's draw (and the hierarchy); a fixed support shot k gives every class
 k support images and q = min(10, min_c |Im(c)| - k); a fixed query shot overrides q.
-The ImageNet DAG sampler (ilsvrc_2012) is not implemented: its classes are drawn uniformly.
+ImageNet (a hierarchical spec, `dag`): as the official sampler with use_dag_hierarchy, an
+internal node of the split's WordNet DAG is drawn uniformly among those that span between
+min_ways (5) and MAX_SPANNING_LEAVES_ELIGIBLE (392) leaves, its leaves are the episode's
+classes, sub-sampled without replacement to max_ways_upper_bound (50) where there are more.
 """
 from __future__ import annotations
 
@@ -35,6 +38,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from metadataset.errors import MetaDatasetError
+
+# The official sampling.py's bound on the leaves a DAG node may span to be drawn: the smallest
+# that leaves every ImageNet leaf reachable (a fact of Meta-Dataset, kept as its number)
+MAX_SPANNING_LEAVES_ELIGIBLE = 392
 
 
 @dataclass(frozen=True)
@@ -105,12 +112,18 @@ class Sampler:
     """Episodes over a split's classes. `class_sizes[i]` is the number of images of class i;
     `superclasses` (bi-level specs) lists, per superclass, the indices of its classes."""
 
-    def __init__(self, class_sizes, config: EpisodeConfig = EpisodeConfig(), superclasses=None,
-                 source: str = "source"):
+    def __init__(self, class_sizes, config: EpisodeConfig | None = None, superclasses=None,
+                 source: str = "source", dag=None):
         self.sizes = np.asarray(class_sizes, dtype=np.int64)
-        self.config, self.source = config, source
-        c, n = config, len(self.sizes)
+        self.config, self.source = config or EpisodeConfig(), source
+        c, n = self.config, len(self.sizes)
         self.superclasses = [np.asarray(s) for s in superclasses] if superclasses and c.num_ways is None else None
+        # the DAG's internal nodes that may be drawn, each as the (split-relative) classes it spans
+        self.dag = None if dag is None or c.num_ways is not None else [
+            np.asarray(span) for span in dag if c.min_ways <= len(span) <= MAX_SPANNING_LEAVES_ELIGIBLE]
+        if self.dag is not None and not self.dag:
+            raise MetaDatasetError(f"{source}: no node of the test split's DAG spans between {c.min_ways} and "
+                                   f"{MAX_SPANNING_LEAVES_ELIGIBLE} classes")
         if c.num_ways is not None:
             if not 2 <= c.num_ways <= n:
                 raise MetaDatasetError(f"{source}: {c.num_ways}-way episodes need between 2 and {n} (its test classes) ways")
@@ -128,6 +141,12 @@ class Sampler:
 
     def sample_classes(self, rng) -> np.ndarray:
         c = self.config
+        if self.dag is not None:  # the official draws, in the official order
+            rng.choice([True, False], p=[1.0, 0.0])  # the hierarchy coin (ignore_hierarchy_probability 0)
+            classes = self.dag[rng.choice(len(self.dag))]  # = choice over the list of nodes: one randint
+            if len(classes) > c.max_ways_upper_bound:
+                classes = rng.choice(classes, size=[c.max_ways_upper_bound], replace=False)
+            return classes
         if self.superclasses is not None:
             rng.choice([True, False], p=[1.0, 0.0])  # the official hierarchy coin: keeps the RNG stream aligned
             members = self.superclasses[rng.choice(len(self.superclasses), 1)[0]]

@@ -71,7 +71,8 @@ def episodic(cache: FeatureCache, source: Source, head_names, episodes: int = 60
     superclasses = None
     if spec.superclasses:  # bi-level: class indices relative to the test split, per superclass
         superclasses = [np.arange(r.start - test.start, r.stop - test.start) for r in spec.superclasses["TEST"]]
-    sampler = Sampler([spec.images_per_class[c] for c in test], config, superclasses, source=str(source.root))
+    sampler = Sampler([spec.images_per_class[c] for c in test], config, superclasses, source=str(source.root),
+                      dag=spec.dag.get("TEST"))
     if episodes < 1:
         raise MetaDatasetError(f"--episodes must be at least 1, got {episodes}")
     feats = cache.classes(source, test)
@@ -102,6 +103,6 @@ def episodic(cache: FeatureCache, source: Source, head_names, episodes: int = 60
     stats = {"mean_ways": float(np.mean(ways)), "mean_support": float(np.mean(support_sizes)),
              "mean_query": float(np.mean(query_sizes)), "test_classes": len(test),
              "class_sampling": {"BiLevelDatasetSpecification": "bi-level (superclass first)",
-                                "HierarchicalDatasetSpecification": "uniform (the ImageNet DAG sampler is not implemented)",
+                                "HierarchicalDatasetSpecification": "the WordNet DAG (an internal node's leaves)",
                                 }.get(spec.kind, "uniform") if config.num_ways is None else "uniform (fixed way)"}
     return {"heads": out, "stats": stats}

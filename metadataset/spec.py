@@ -9,9 +9,11 @@ Supported, as the official `as_dataset_spec` JSON hook writes and reads them:
   "classes_per_superclass" instead of "classes_per_split"; classes are numbered
   superclass by superclass, so a split's classes are those of its superclasses.
 - HierarchicalDatasetSpecification (ilsvrc_2012): "split_subgraphs" (the WordNet DAG per
-  split) and "images_per_class" {split: {WordNet id: count}}; the classes are the DAG's
-  leaves, class_names maps class id -> WordNet id. Read as a flat class list: the DAG-based
-  episode sampler is not implemented (the episodic record says so).
+  split, as the official export_graph writes it: nodes {"wn_id", "words", "children_ids",
+  "parents_ids"}) and "images_per_class" {split: {WordNet id: count}}; the classes are the
+  DAG's leaves, class_names maps class id -> WordNet id. `dag[split]` lists, for every
+  internal node in WordNet-id order, the split-relative ids of the leaves it spans (in
+  WordNet-id order): what Meta-Dataset's hierarchical episode sampler draws from.
 
 Class ids are consecutive with the train classes first, then valid, then test
 (`get_classes`). Example-level splits ("pools", images_per_class values that are dicts)
@@ -41,6 +43,7 @@ class Spec:
     class_names: dict              # class id -> name
     file_pattern: str = "{}.tfrecords"
     superclasses: dict = field(default_factory=dict)  # bilevel only: split -> [class-id range per superclass]
+    dag: dict = field(default_factory=dict)  # hierarchical only: split -> [spanned leaves per internal node]
 
     @property
     def num_classes(self) -> int:
@@ -106,6 +109,29 @@ def _bilevel(raw: dict, where: Path) -> tuple[dict, dict, dict]:
     return per_split, _counts(_ints(raw["images_per_class"], "images_per_class", where), "images_per_class", where), superclasses
 
 
+def spanned_leaves(nodes: list, where: Path, split: str) -> list[list[str]]:
+    """For every internal node of an exported graph, in WordNet-id order, the WordNet ids of
+    the leaves it reaches, in WordNet-id order (the official get_spanning_leaves)."""
+    children = {}
+    for node in nodes:
+        if not isinstance(node, dict) or "wn_id" not in node or not isinstance(node.get("children_ids"), list):
+            raise MetaDatasetError(f"{where}: split_subgraphs {split}: every node needs 'wn_id' and 'children_ids'")
+        children[node["wn_id"]] = node["children_ids"]
+    unknown = sorted({c for kids in children.values() for c in kids} - set(children))
+    if unknown:
+        raise MetaDatasetError(f"{where}: split_subgraphs {split}: child {unknown[0]} is not a node of the graph")
+    memo: dict = {}
+
+    def leaves(wn: str, path: tuple = ()) -> frozenset:
+        if wn in path:
+            raise MetaDatasetError(f"{where}: split_subgraphs {split}: a cycle through {wn} (expected a DAG)")
+        if wn not in memo:
+            kids = children[wn]
+            memo[wn] = frozenset([wn]) if not kids else frozenset().union(*(leaves(k, path + (wn,)) for k in kids))
+        return memo[wn]
+    return [sorted(leaves(wn)) for wn in sorted(children) if children[wn]]
+
+
 def _hierarchical(raw: dict, where: Path, names: dict) -> tuple[dict, dict, dict]:
     ids = {wn: cid for cid, wn in names.items()}
     per_split, images, expected = {}, {}, 0
@@ -120,7 +146,19 @@ def _hierarchical(raw: dict, where: Path, names: dict) -> tuple[dict, dict, dict
             if wn in ids:
                 images[ids[wn]] = counts[wn]
         per_split[split], expected = len(leaves), expected + len(leaves)
-    return per_split, _counts(images, "images_per_class", where), {}
+    dag = {}
+    graphs = raw["split_subgraphs"]
+    for split in SPLITS:
+        if not isinstance(graphs, dict) or not isinstance(graphs.get(split), list):
+            raise MetaDatasetError(f"{where}: 'split_subgraphs' must have a node list per split")
+        spans = spanned_leaves(graphs[split], where, split)
+        graph_leaves = {n["wn_id"] for n in graphs[split] if not n["children_ids"]}
+        offset = sum(per_split[s] for s in SPLITS[:SPLITS.index(split)])
+        split_ids = range(offset, offset + per_split[split])
+        if {ids.get(wn) for wn in graph_leaves} != set(split_ids):
+            raise MetaDatasetError(f"{where}: the leaves of split_subgraphs {split} are not the {split} classes")
+        dag[split] = [[ids[wn] - split_ids.start for wn in span] for span in spans]
+    return per_split, _counts(images, "images_per_class", where), dag
 
 
 REQUIRED = {
@@ -152,17 +190,19 @@ def load(source_dir: str | os.PathLike) -> Spec:
     if raw["file_pattern"] not in FILE_PATTERNS:
         raise MetaDatasetError(f"{where}: file_pattern must be one of {', '.join(FILE_PATTERNS)}, got {raw['file_pattern']!r}")
     names = {k: str(v) for k, v in _ints(raw["class_names"], "class_names", where).items()}
+    dag = {}
     if kind == "DatasetSpecification":
         per_split, images, superclasses = _flat(raw, where)
     elif kind == "BiLevelDatasetSpecification":
         per_split, images, superclasses = _bilevel(raw, where)
     else:
-        per_split, images, superclasses = _hierarchical(raw, where, names)
+        per_split, images, dag = _hierarchical(raw, where, names)
+        superclasses = {}
     n = sum(per_split.values())
     if sorted(images) != list(range(n)):
         raise MetaDatasetError(f"{where}: images_per_class must list class ids 0..{n - 1} "
                                f"(the splits hold {n} classes, images_per_class {len(images)})")
-    return Spec(str(raw["name"]), kind, per_split, images, names, raw["file_pattern"], superclasses)
+    return Spec(str(raw["name"]), kind, per_split, images, names, raw["file_pattern"], superclasses, dag)
 
 
 def write(spec: Spec, source_dir: str | os.PathLike) -> Path:

@@ -288,8 +288,8 @@ def metadataset(md: pd.DataFrame) -> list[Table]:
         note = INTERVAL_NOTE + " One run of an episodic evaluation shows its own 95% interval over its episodes."
         uniform = sorted(set(sub.loc[sub["not_official"].astype(bool), "domain"]))
         if uniform:
-            note += (f" Not Meta-Dataset's own evaluation for {', '.join(uniform)}: its classes were drawn uniformly "
-                     f"(the ImageNet DAG sampler is not implemented).")
+            note += (f" Not Meta-Dataset's own evaluation for {', '.join(uniform)}: these records' classes were "
+                     f"drawn uniformly (written before the ImageNet DAG sampler).")
         out.append(Table(name, f"Meta-Dataset, {what}", note, display, numbers.assign(protocol=proto, head=head)))
     return out
 

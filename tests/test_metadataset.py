@@ -3,6 +3,7 @@ sampler's rules over thousands of episodes, error handling, and both protocols e
 import io
 import json
 import struct
+from pathlib import Path
 
 import formats
 import numpy as np
@@ -121,12 +122,66 @@ def test_bilevel_and_hierarchical_specs(tmp_path):
     s = spec_mod.load(tmp_path)
     assert s.classes_per_split == {"TRAIN": 3, "VALID": 2, "TEST": 11}
     assert s.classes("TEST") == range(5, 16) and s.superclasses["TEST"] == [range(5, 10), range(10, 16)]
+    node = lambda wn, kids=(): {"wn_id": wn, "words": wn, "children_ids": list(kids), "parents_ids": []}  # noqa: E731
     dag = {"__class__": "HierarchicalDatasetSpecification", "name": "ilsvrc_2012", "file_pattern": "{}.tfrecords",
-           "split_subgraphs": {}, "class_names": {"0": "n1", "1": "n2", "2": "n3"}, "path": "",
+           "split_subgraphs": {"TRAIN": [node("n0", ["n1", "n2"]), node("n1"), node("n2")], "VALID": [],
+                               "TEST": [node("n9", ["n3"]), node("n3")]},
+           "class_names": {"0": "n1", "1": "n2", "2": "n3"}, "path": "",
            "images_per_class": {"TRAIN": {"n1": 5, "n2": 6, "n0": 11}, "VALID": {}, "TEST": {"n3": 7, "n9": 7}}}
     (tmp_path / "dataset_spec.json").write_text(json.dumps(dag))
     s = spec_mod.load(tmp_path)  # internal DAG nodes (n0, n9) are not classes
     assert s.classes_per_split == {"TRAIN": 2, "VALID": 0, "TEST": 1} and s.images_per_class == {0: 5, 1: 6, 2: 7}
+    assert s.dag == {"TRAIN": [[0, 1]], "VALID": [], "TEST": [[0]]}
+    dag["split_subgraphs"]["TEST"] = [node("n9", ["n3", "n7"]), node("n3")]
+    (tmp_path / "dataset_spec.json").write_text(json.dumps(dag))
+    with pytest.raises(MetaDatasetError, match="child n7 is not a node of the graph"):
+        spec_mod.load(tmp_path)
+
+
+def imagenet_like_dag():
+    """A small WordNet-like DAG of one split: root -> animal (12 leaves: dog x6, cat x6 via
+    'dog' and 'cat'), thing (3 leaves), and a shared leaf reachable from 'pet' and 'cat'."""
+    edges = {"root": ["animal", "thing"], "animal": ["dog", "cat", "pet"], "dog": [f"d{i}" for i in range(6)],
+             "cat": [f"c{i}" for i in range(6)], "pet": ["d0", "c0"], "thing": ["t0", "t1", "t2"]}
+    leaves = sorted({k for kids in edges.values() for k in kids} - set(edges))
+    nodes = [{"wn_id": wn, "words": wn, "children_ids": edges.get(wn, []), "parents_ids": []}
+             for wn in sorted(set(edges) | set(leaves))]
+    return nodes, leaves
+
+
+def test_dag_nodes_span_their_leaves_as_the_official_get_spanning_leaves():
+    nodes, leaves = imagenet_like_dag()
+    spans = dict(zip(sorted(n["wn_id"] for n in nodes if n["children_ids"]),
+                     spec_mod.spanned_leaves(nodes, Path("spec.json"), "TEST")))
+    assert spans["root"] == leaves and len(spans["animal"]) == 12 and spans["pet"] == ["c0", "d0"]
+    assert spans["thing"] == ["t0", "t1", "t2"] and spans["dog"] == [f"d{i}" for i in range(6)]
+
+
+def test_dag_sampler_follows_the_official_rules():
+    """Eligible nodes span 5..392 classes; an episode's classes are one eligible node's leaves
+    (sub-sampled to 50 where more); every leaf is reachable; the same seed, the same episodes."""
+    from metadataset.episodes import MAX_SPANNING_LEAVES_ELIGIBLE
+    nodes, leaves = imagenet_like_dag()
+    rel = {wn: i for i, wn in enumerate(leaves)}
+    spans = [[rel[wn] for wn in span] for span in spec_mod.spanned_leaves(nodes, Path("s"), "TEST")]
+    sampler = Sampler([30] * len(leaves), EpisodeConfig(), dag=spans)
+    eligible = [set(s) for s in spans if 5 <= len(s) <= MAX_SPANNING_LEAVES_ELIGIBLE]
+    assert sorted(map(len, eligible)) == [6, 6, 12, 15]  # root, animal, cat, dog; pet (2) and thing (3) are not
+    seen = set()
+    rng = np.random.RandomState(0)
+    for _ in range(400):
+        classes = sampler.sample_classes(rng)
+        assert set(classes.tolist()) in eligible and 5 <= len(classes) <= 50
+        seen |= set(classes.tolist())
+    assert seen == set(range(len(leaves)))  # every class reachable
+    a = [sampler.sample_description(np.random.RandomState(3)) for _ in range(2)]
+    assert all(np.array_equal(x, y) for x, y in zip(a[0][:2], a[1][:2]))
+    # a node spanning more than 50 classes gives 50 of them, drawn without replacement
+    wide = Sampler([30] * 120, EpisodeConfig(), dag=[list(range(120))])
+    got = wide.sample_classes(np.random.RandomState(1))
+    assert len(got) == 50 == len(set(got.tolist())) and set(got.tolist()) <= set(range(120))
+    with pytest.raises(MetaDatasetError, match="no node of the test split's DAG spans between 5 and 392"):
+        Sampler([30] * 400, EpisodeConfig(), dag=[list(range(393)), [0, 1]])
 
 
 @pytest.mark.parametrize("change,message", [

@@ -11,6 +11,11 @@
 (b) Pretraining images/s of the real pipeline (loader, augmentation, step) against the same
     step on synthetic tensors already on the device: the data pipeline's ceiling.
 (c) Peak memory of every cell: CUDA peak allocated on GPU, peak RSS of a fresh process on CPU.
+(d) The limit, measured in the same run: a plain supervised training step of the same backbone
+    (a linear classifier on it, cross-entropy), eager and torch.compile'd; every step cell's
+    ratio to both, its images/s and its model FLOP utilisation (forward + backward FLOPs counted
+    by torch.utils.flop_counter, over the peak given by --peak-tflops or known for the GPU).
+    `--compile` compiles the methods' backbones and heads too (train.compile).
 
 Every cell runs in its own subprocess, so peak memory is its own and caches do not carry.
 """
@@ -46,7 +51,7 @@ def cfg_for(a, method: str, negatives: str, pool: int):
 
     sets = [f"method.name={method}", f"model.arch={a.arch}", f"model.cifar_stem={a.image_size <= 64}",
             f"optim.batch_size={a.batch}", f"negatives.num={a.k}", f"train.device={a.device}",
-            f"train.precision={a.precision}", f"data.image_size={a.image_size}",
+            f"train.precision={a.precision}", f"data.image_size={a.image_size}", f"train.compile={a.compile}",
             f"negatives.sampler={'uniform' if negatives == 'uniform' else 'ring'}",
             f"negatives.estimate={a.estimate if negatives == 'ring_est' else 0}"]
     if method == "moco":
@@ -81,24 +86,62 @@ def cell_step(a, method: str, negatives: str, pool: int) -> dict:
     t = Trainer.__new__(Trainer)  # only its precision / channels_last handling
     t.cfg, t.device, t.method, t.device_augment = cfg, device, model, None
     t._set_precision()
-    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9,
+                          fused=device.type == "cuda" or None)
     g = torch.Generator().manual_seed(0)
     x = [torch.randn(a.batch, 3, a.image_size, a.image_size, generator=g) for _ in range(model.views)]
-    times = []
-    for i in range(a.warmup + a.steps):
+
+    def step():
         index = torch.randperm(n, generator=g)[: a.batch].to(device)
-        sync(device)
-        start = time.perf_counter()
         loss, _ = model(t._inputs(x), index, 0.0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         model.step_end()
+    return timed(step, a, device)
+
+
+def timed(step, a, device) -> dict:
+    """Median ms of `step` after warm-up, its forward + backward FLOPs, peak memory."""
+    from torch.utils.flop_counter import FlopCounterMode
+    times = []
+    for i in range(a.warmup + a.steps):
+        sync(device)
+        start = time.perf_counter()
+        step()
         sync(device)
         if i >= a.warmup:
             times.append(time.perf_counter() - start)
     times.sort()
-    return {"ms": 1000 * times[len(times) // 2], "peak_mb": peak_mb(device)}
+    with FlopCounterMode(display=False) as counter:  # one more step, counted (not timed)
+        step()
+    return {"ms": 1000 * times[len(times) // 2], "flops": counter.get_total_flops(), "peak_mb": peak_mb(device)}
+
+
+def cell_reference(a, compiled: bool) -> dict:
+    """(d): a plain supervised step of the same backbone: the limit a method's step is held to."""
+    import torch.nn as nn
+
+    from pretrain import models
+    device = torch.device(a.device)
+    backbone = models.backbone(a.arch, a.image_size <= 64)
+    net = nn.Sequential(backbone, nn.Linear(backbone.out_dim, 1000)).to(device)
+    bf16 = a.precision == "bf16" or (a.precision == "auto" and device.type == "cuda")
+    if device.type == "cuda":
+        net = net.to(memory_format=torch.channels_last)
+    opt = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, fused=device.type == "cuda" or None)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(a.batch, 3, a.image_size, a.image_size, generator=g).to(device)
+    y = torch.randint(1000, (a.batch,), generator=g).to(device)
+    run = torch.compile(net) if compiled else net
+
+    def step():
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+            loss = nn.functional.cross_entropy(run(x), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return timed(step, a, device)
 
 
 def cell_pipeline(a, synthetic: bool) -> dict:
@@ -174,6 +217,9 @@ def main(argv=None) -> int:
     p.add_argument("--gpu-augment", action="store_true")
     p.add_argument("--skip-official-above", type=int, default=IMAGENET + 1,
                    help="skip the full-sort column for pools larger than this (it is slow on CPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the methods' backbones and heads")
+    p.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (default: known GPUs' bf16 dense peak)")
+    p.add_argument("--skip-reference-compile", action="store_true", help="no compiled reference (slow to build on CPU)")
     p.add_argument("--cell", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.passthrough = [x for x in (argv if argv is not None else sys.argv[1:])]
@@ -182,6 +228,7 @@ def main(argv=None) -> int:
         spec = json.loads(a.cell)
         torch.manual_seed(0)
         result = (cell_pipeline(a, spec["synthetic"]) if spec["kind"] == "pipeline"
+                  else cell_reference(a, spec["compiled"]) if spec["kind"] == "reference"
                   else cell_step(a, spec["method"], spec["negatives"], spec["pool"]))
         print(json.dumps(result))
         return 0
@@ -191,7 +238,7 @@ def main(argv=None) -> int:
     print(f"# ring_speed: {where}; torch {torch.__version__}; {a.arch}, batch {a.batch}, {a.image_size} px, "
           f"precision {a.precision}, K={a.k}, estimate m={a.estimate}\n")
     modes = ["uniform", "ring", "ring_est", "official"]
-    rows, mem_rows = [], []
+    rows, mem_rows, cells = [], [], []
     settings = [("ir", n) for n in a.banks] + [("moco", a.queue)]
     for method, pool in settings:
         res = {}
@@ -206,6 +253,7 @@ def main(argv=None) -> int:
         label = f"{method.upper()} {'bank' if method == 'ir' else 'queue'} {pool:,}"
         rows.append([label] + [fmt(ms[m]) for m in modes] + [ratio("ring"), ratio("ring_est"), ratio("official")])
         mem_rows.append([label] + [fmt(res[m].get("peak_mb")) for m in modes])
+        cells += [(f"{label}, {m}", r) for m, r in res.items() if "ms" in r]
         for m, r in res.items():
             if "error" in r and r["error"] != "skipped":
                 print(f"  {label} {m}: {r['error']}", file=sys.stderr)
@@ -226,7 +274,28 @@ def main(argv=None) -> int:
     kind = "CUDA peak allocated" if device.type == "cuda" else "peak RSS of the process"
     print(f"\n(c) peak memory of the step cells, MiB ({kind}; pipeline cells in (b))")
     print(table(["setting"] + modes, mem_rows))
+
+    eager = run_cell(a, {"kind": "reference", "compiled": False})
+    compiled = ({"error": "skipped"} if a.skip_reference_compile
+                else run_cell(a, {"kind": "reference", "compiled": True}))
+    peak = a.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in where), None)
+    print(f"\n(d) against a plain supervised step of {a.arch} (batch {a.batch}); MFU over "
+          f"{f'{peak:g} TFLOP/s' if peak else 'an unknown peak (--peak-tflops)'}")
+    drows = []
+    for label, r in [("plain step, eager", eager), ("plain step, compiled", compiled)] + cells:
+        if "ms" not in r:
+            drows.append([label] + ["—"] * 6)
+            continue
+        ips = a.batch / (r["ms"] / 1000)
+        mfu = f"{r['flops'] / (r['ms'] / 1000) / (peak * 1e12):.1%}" if peak else "—"
+        vs = lambda ref, r=r: f"{r['ms'] / ref['ms']:.3f}" if "ms" in ref else "—"  # noqa: E731
+        drows.append([label, f"{r['ms']:.1f}", f"{ips:.0f}", f"{r['flops'] / 1e9:.1f}", mfu, vs(eager), vs(compiled)])
+    print(table(["step", "ms", "images/s", "GFLOP", "MFU", "x plain eager", "x plain compiled"], drows))
     return 0
+
+
+# bf16 dense tensor-core peaks (TFLOP/s), for MFU when --peak-tflops is not given
+PEAK_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}
 
 
 if __name__ == "__main__":

@@ -112,6 +112,9 @@ class TrainConfig:
     knn_k: int = at_least(200, 1)
     knn_t: float = positive(0.07)
     tensorboard: bool = True        # TensorBoard event files beside log.jsonl (tensorboard --logdir runs)
+    compile: bool = False           # torch.compile the backbones and heads (in place; off until a GPU
+                                    # measurement shows it wins: benchmarks/ring_speed.py)
+    fused_optimizer: str = "auto"   # auto (fused SGD on CUDA) | on | off
 
 
 @dataclass
@@ -136,6 +139,7 @@ CHOICES = {  # a tuple, or a registry (pretrain/registry.py) whose names are the
     "method.name": METHODS,
     "optim.schedule": ("step", "cosine"),
     "train.device": ("auto", "cpu", "cuda"),
+    "train.fused_optimizer": ("auto", "on", "off"),
 }
 
 # Keys of configs written before each method had its own settings: still read, moved here.

@@ -66,13 +66,28 @@ def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
     return t
 
 
+def _reduce_device() -> torch.device:
+    """NCCL reduces CUDA tensors only; gloo takes CPU ones."""
+    return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
 def mean(value: float) -> float:
     """Average a scalar over ranks (for logging the global loss)."""
     if world() == 1:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_reduce_device())
     dist.all_reduce(t)
     return t.item() / world()
+
+
+def first_flagged(step: torch.Tensor) -> int:
+    """The smallest non-negative `step` over ranks, or -1 where no rank flagged one."""
+    if world() == 1:
+        return int(step)
+    big = torch.iinfo(torch.long).max
+    t = torch.where(step < 0, big, step).to(_reduce_device(), torch.long).reshape(1)
+    dist.all_reduce(t, op=dist.ReduceOp.MIN)
+    return -1 if int(t) == big else int(t)
 
 
 @torch.no_grad()

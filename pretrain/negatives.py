@@ -48,10 +48,6 @@ def ball_band(outer: float, inner: float) -> tuple[float, float]:
     return outer, 0.0
 
 
-class EmptyBandError(RuntimeError):
-    """Some anchor has no negative at all: its loss would be silently zero."""
-
-
 def band_limits(n: int, outer: float, inner: float) -> tuple[int, int]:
     """Rank range [lo, hi) of the band in a pool of n candidates, truncated as the official
     code does: hi = int(outer * n), lo = int(inner * hi). One deviation: where outer * n < 1
@@ -93,6 +89,9 @@ class NegativeSampler:
             raise ValueError(f"ring fractions must satisfy 0 < outer <= 1 and 0 <= inner < 1, got {outer}, {inner}")
         self.kind, self.outer_final, self.inner, self.estimate = kind, outer, inner, estimate
         self.neighbor_views = neighbor_views  # the inner core joins the positive (see core())
+        # set when some anchor's band came out empty; read (a host sync) by pop_empty() at the
+        # trainer's checks, not at every step
+        self.empty = torch.zeros((), dtype=torch.bool, device=device)
         self.schedule = dict(schedule=schedule, epochs=anneal_epochs, start=anneal_start,
                              steps=anneal_steps, decay=anneal_decay)
         self.generator = torch.Generator(device=device)
@@ -233,9 +232,8 @@ class NegativeSampler:
         # ... which a band reaching the bottom (outer = 1) still holds: drop it there
         valid = ~own.gather(1, band)
         count = valid.sum(1, keepdim=True)
-        if not count.all():
-            raise EmptyBandError(f"estimated ring: no candidate left in the band of {int((count == 0).sum())} "
-                                 f"anchor(s) (subsample of {sim.shape[1]})")
+        self.empty |= (count == 0).any()  # (no candidate left: flagged, never drawn from)
+        count = count.clamp_min(1)
         # the band's valid positions in subsample order (invalid ones last): the subsample is a
         # random permutation of the pool, so its first K band positions are a uniform K-subset
         # of the band (a band shorter than K repeats)
@@ -243,10 +241,17 @@ class NegativeSampler:
         pick = torch.arange(k, device=sim.device)[None, :] % count
         return columns[band.gather(1, pick)]
 
+    def pop_empty(self) -> bool:
+        """Whether some anchor's band was empty since the last call (reads the flag: a sync)."""
+        empty = bool(self.empty)
+        self.empty.zero_()
+        return empty
+
     @torch.no_grad()
     def mask(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:
-        """Boolean (B, N) mask of the band: True where a pool entry is a negative. Raises
-        EmptyBandError where some anchor would have no negative (its loss would be zero)."""
+        """Boolean (B, N) mask of the band: True where a pool entry is a negative. Where some
+        anchor would have no negative (its loss would be zero) `empty` is set: the trainer
+        stops at its next check (no host sync here)."""
         if self.full:
             m = torch.ones_like(sim, dtype=torch.bool)
             if exclude is not None:
@@ -255,10 +260,7 @@ class NegativeSampler:
             m = self._estimated_mask(sim.float(), exclude, epoch)
         else:
             m = torch.zeros_like(sim, dtype=torch.bool).scatter_(1, self.band(sim, exclude, epoch), True)
-        if not m.any(1).all():
-            rows = (~m.any(1)).nonzero().flatten().tolist()
-            raise EmptyBandError(f"the negative band is empty for anchor(s) {rows[:8]} of {len(m)} "
-                                 f"(pool of {sim.shape[1]}, outer/inner {self.fractions(epoch)})")
+        self.empty |= ~m.any(1).all()
         return m
 
     def _estimated_mask(self, sim: torch.Tensor, exclude: torch.Tensor | None, epoch: float) -> torch.Tensor:

@@ -24,11 +24,12 @@ from pretrain.devices import pick_device
 from pretrain.knn import features, knn_predict, topk_accuracy
 from pretrain.livelog import LiveLog
 from pretrain.models import Encoder
-from pretrain.negatives import EmptyBandError, NegativeSampler
+from pretrain.negatives import NegativeSampler
 
 # keys that may differ between a checkpoint and the command that resumes it
 RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "train.keep_last",
-                     "train.knn_every", "data.workers", "data.root", "train.device", "train.tensorboard")
+                     "train.knn_every", "data.workers", "data.root", "train.device", "train.tensorboard",
+                     "train.compile", "train.fused_optimizer")
 
 
 class TrainingError(RuntimeError):
@@ -96,13 +97,16 @@ class Trainer:
         self.model = (torch.nn.parallel.DistributedDataParallel(self.method, forward_sync_buffers=False)
                       if self.world > 1 else self.method)
         params = [p for p in self.method.parameters() if p.requires_grad]
+        fused = {"on": True, "off": False, "auto": self.device.type == "cuda"}[cfg.train.fused_optimizer]
         self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         weight_decay=cfg.optim.weight_decay)
+                                         weight_decay=cfg.optim.weight_decay, fused=fused or None)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
         self.knn = None  # last monitor result
         # false-negative diagnostic (docs/design.md §9): this epoch's running sum and steps, and
         # the last finished epoch's mean; on the device, read once per epoch
         self._fn_sum, self._fn_steps, self.false_negatives = torch.zeros((), device=self.device), 0, None
+        # first step (counted from 1) whose loss was not finite, and whose band was empty: -1 for none
+        self._bad = torch.full((2,), -1, dtype=torch.long, device=self.device)
         self.live = LiveLog(self.out, "pretrain", cfg.train.tensorboard)
         self._monitor_loaders = None
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -118,6 +122,11 @@ class Trainer:
         self.channels_last = self.device.type == "cuda" and self.cfg.train.channels_last
         if self.channels_last:
             self.method.to(memory_format=torch.channels_last)
+        if self.cfg.train.compile:  # in place: parameter names, and so checkpoints, are unchanged
+            for enc in self.method.modules():
+                if isinstance(enc, Encoder):
+                    enc.backbone.compile()
+                    enc.head.compile()
 
     def _inputs(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
         views = [v.to(self.device, non_blocking=True) for v in views]
@@ -242,24 +251,38 @@ class Trainer:
         return topk_accuracy(scores, query_y)
 
     # ------------------------------------------------------------ loop
-    def train_step(self, views: list[torch.Tensor], index: torch.Tensor, progress: float) -> tuple[float, dict]:
-        """One optimisation step on a local batch; returns the loss averaged over ranks."""
+    def train_step(self, views: list[torch.Tensor], index: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict]:
+        """One optimisation step on a local batch; returns this rank's loss as a device tensor.
+
+        Nothing here waits for the device (no .item()): a non-finite loss or an empty band is
+        recorded, with its step, in `_bad` on the device, and `check()` (at log steps, before
+        every checkpoint) turns it into an error. The steps in between may train on it, but no
+        checkpoint is written after it: the last good one stays the newest."""
         views = self._inputs(views)
-        where = f"step {self.step + 1} (epoch {self.epoch + 1})"  # counted from 1, as the progress lines
-        try:
-            loss, metrics = self.model(views, index.to(self.device), progress)
-        except EmptyBandError as exc:  # a zero loss that looks like a converged one: never train on it
-            raise TrainingError(f"{exc} at {where}") from None
-        global_loss = distributed.mean(loss.item())  # NaN anywhere stops every rank
-        if not math.isfinite(global_loss):
-            good = ckpt.latest(self.out / "checkpoints")
-            raise TrainingError(f"non-finite loss ({global_loss}) at {where}; "
-                                f"last good checkpoint: {good[0] if good else 'none'}")
+        loss, metrics = self.model(views, index.to(self.device), progress)
+        flags = torch.stack([~torch.isfinite(loss.detach()), self.sampler.empty])
+        self._bad = torch.where((self._bad < 0) & flags, self.step + 1, self._bad)  # steps count from 1
+        self.sampler.empty.zero_()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()
         self.method.step_end()
-        return global_loss, metrics
+        return loss.detach(), metrics
+
+    def check(self) -> None:
+        """The loop's host sync: stop every rank at the first step whose loss was not finite or
+        whose band was empty for some anchor (a zero loss that looks like a converged one)."""
+        nan, empty = (distributed.first_flagged(flag) for flag in self._bad)
+        if nan < 0 and empty < 0:
+            return
+        steps = self.order.steps()
+        where = lambda s: f"step {s} (epoch {(s - 1) // steps + 1})"  # noqa: E731 - as the progress lines
+        good = ckpt.latest(self.out / "checkpoints")
+        last = f"last good checkpoint: {good[0] if good else 'none'}"
+        if empty >= 0 and (nan < 0 or empty <= nan):
+            raise TrainingError(f"the negative band is empty for some anchor at {where(empty)} (its loss would be "
+                                f"zero); {last}")
+        raise TrainingError(f"non-finite loss at {where(nan)}; {last}")
 
     def fit(self) -> dict:
         cfg, steps = self.cfg, self.order.steps()
@@ -277,20 +300,23 @@ class Trainer:
                        disable=None if distributed.is_main() else True, leave=False)
             for views, _, index in bar:
                 progress = self.epoch + self.step_in_epoch / steps
-                global_loss, metrics = self.train_step(views, index, progress)
+                loss, metrics = self.train_step(views, index, progress)
                 if "false_negatives" in metrics:
                     self._fn_sum += metrics["false_negatives"].detach()
                     self._fn_steps += 1
                 self.step += 1
                 self.step_in_epoch += 1
                 images += len(index) * self.world
-                last_loss = global_loss
-                bar.set_postfix(loss=f"{last_loss:.3f}")
+                at_checkpoint = cfg.train.ckpt_every and self.step % cfg.train.ckpt_every == 0
+                if self.step % cfg.train.log_every == 0 or at_checkpoint or self.step_in_epoch == steps:
+                    self.check()
+                    last_loss = distributed.mean(float(loss))  # the global batch's loss
+                    bar.set_postfix(loss=f"{last_loss:.3f}")
                 if self.step % cfg.train.log_every == 0:
                     outer, inner = self.sampler.fractions(progress)
                     self.log({"step": self.step, "epoch": progress, "loss": last_loss, "lr": lr,
                               "outer": outer, "inner": inner, **{k: float(v) for k, v in metrics.items()}})
-                if cfg.train.ckpt_every and self.step % cfg.train.ckpt_every == 0 and self.step_in_epoch < steps:
+                if at_checkpoint and self.step_in_epoch < steps:
                     self.save()
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
             entry = {"step": self.step, "epoch": self.epoch, "loss": last_loss, "lr": lr}

@@ -11,8 +11,9 @@ from pretrain.negatives import NegativeSampler
 
 
 class Method(nn.Module):
-    """A contrastive method. `forward` returns (loss, metrics); `step_end` runs after the
-    optimizer step (memory writes, EMA), so a NaN loss never reaches the memory."""
+    """A contrastive method. `forward` returns (loss, metrics: detached tensors); `step_end`
+    runs after the optimizer step (memory writes, EMA). A NaN loss stops the run at the
+    trainer's next check, before any checkpoint holds it."""
 
     views = 1  # augmented views per image
     split_lab = False  # CMC: the backbone splits each image into L and ab

@@ -209,6 +209,8 @@ def _strict_types(data: dict, schema, source: str, prefix: str = "") -> None:
             _strict_types(value, typ, source, dotted + ".")
         elif typ is bool and not isinstance(value, bool):
             raise ConfigError(f"{source}: key '{dotted}': expected true/false, got {value!r}")
+        elif typ is str and isinstance(value, bool) and dotted in CHOICES and "on" in choices(dotted):
+            data[key] = "on" if value else "off"  # YAML 1.1 reads a bare on/off as a boolean
         elif typ is str and not isinstance(value, str):
             raise ConfigError(f"{source}: key '{dotted}': expected a string, got {value!r}")
 

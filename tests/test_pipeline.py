@@ -114,10 +114,14 @@ def test_end_to_end_pipeline(tmp_path, capsys):
     report = (tmp_path / "report" / "report.md").read_text()
     row = next(l for l in report.splitlines() if l.startswith("| ir ") and "linear_cached_i5000" in l)
     cells = [c.strip() for c in row.strip("|").split("|")]
-    # method, dataset, eval, baseline negatives, baseline, ring, ring − baseline, runs: the
-    # difference is the records' own values subtracted here, not the renderer's
-    assert cells[3] == "uniform" and float(cells[4]) == pytest.approx(top1["uniform"], abs=0.005)
-    assert float(cells[6]) == pytest.approx(top1["ring"] - top1["uniform"], abs=0.011)
+    # method, dataset, eval, baseline negatives, model, baseline, with the sampler, Δ (paired), false
+    # negatives; one seed: each cell leads with its value. The difference is the records' own
+    # values subtracted here, not the renderer's
+    assert cells[3] == "uniform" and cells[4].startswith("IR + Ring (outer 0.1")
+    assert float(cells[5].split()[0]) == pytest.approx(top1["uniform"], abs=0.005)
+    assert float(cells[6].split()[0]) == pytest.approx(top1["ring"], abs=0.005)
+    assert float(cells[7].split()[0]) == pytest.approx(top1["ring"] - top1["uniform"], abs=0.011)
+    assert "no interval" in cells[7], cells
 
 
 @pytest.mark.slow

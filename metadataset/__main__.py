@@ -7,6 +7,9 @@
   convert    IMAGEFOLDER OUT_SOURCE_DIR --name NAME [--splits 0.6,0.2,0.2] [--seed 22]
   build-mini OUT_DIR                                            the offline smoke sources
 
+Both protocols read the official records layout (--records DIR) or Meta-Dataset's own TFDS
+build (--tfds-dir DATA_DIR [--md-version v1|v2], read without TensorFlow).
+
 Evaluations write one results record per source (and head) to RESULTS/<run>/metadataset/;
 bad input is one line on stderr, exit status 2, and no record.
 """
@@ -28,7 +31,12 @@ def _parser() -> cli.Parser:
         s = sub.add_parser(name, help="protocol A: per-source linear probe" if name == "linear"
                            else "protocol B: Meta-Dataset's variable-way variable-shot episodes",
                            parents=[cli.evaluation_parent()])
-        s.add_argument("--records", required=True, help="directory holding one converted source per subdirectory")
+        where = s.add_mutually_exclusive_group(required=True)
+        where.add_argument("--records", help="the official records layout: one converted source per subdirectory")
+        where.add_argument("--tfds-dir", help="a TFDS data_dir holding Meta-Dataset's own TFDS build "
+                                              "(meta_dataset/<source>/1.0.0/, read without TensorFlow)")
+        s.add_argument("--md-version", choices=("v1", "v2"), default="v1",
+                       help="with --tfds-dir: which Meta-Dataset version's class splits to use (default v1)")
         s.add_argument("--domains", nargs="+", help="sources to evaluate: names, 'paper' (the paper's nine) or 'all' "
                                                    "(default: every source under --records)")
         s.add_argument("--batch-size", type=cli.int_at_least(1), default=256)
@@ -72,10 +80,12 @@ def _evaluate(args) -> list[Path]:
     if args.run:
         cli.check_run_name(args.run, "--run")
     device = pick_device(args.device)
-    sources = md_records.open_sources(args.records, args.domains)  # missing sources fail before any work
+    data = args.tfds_dir or args.records
+    # missing sources fail before any work
+    sources = md_records.open_sources(args.records, args.domains, args.tfds_dir, args.md_version)
     if not args.domains:
         missing = [d for d in md_records.PAPER_DOMAINS if d not in {s.name for s in sources}]
-        print(f"[metadataset] {len(sources)} source(s) under {args.records}: {', '.join(s.name for s in sources)}"
+        print(f"[metadataset] {len(sources)} source(s) under {data}: {', '.join(s.name for s in sources)}"
               + (f" (of the paper's domains, missing: {', '.join(missing)})" if missing else ""))
     if args.command == "episodic":
         config = EpisodeConfig(num_ways=args.ways, num_support=args.shots, num_query=args.queries)
@@ -87,7 +97,7 @@ def _evaluate(args) -> list[Path]:
                       f"episodes need {need} ways", file=sys.stderr)
             sources = [s for s in sources if s.spec.classes_per_split["TEST"] >= need]
             if not sources:
-                raise MetaDatasetError(f"{args.records}: no source has the {need} test classes an episode needs")
+                raise MetaDatasetError(f"{data}: no source has the {need} test classes an episode needs")
         for s in sources:
             s.check_files(s.spec.classes("TEST"))
     else:
@@ -138,11 +148,13 @@ def _evaluate(args) -> list[Path]:
                 pending.append((f"episodic_{h}_{s.name}{suffix}", s.name, m, protocol, time.time() - t0))
                 print(f"[metadataset] episodic {h} {s.name}: top1 {m['top1']:.2f} +- {m['ci95']:.2f} "
                       f"({m['episodes']} episodes)")
+    data_format = (f"md_tfds {args.md_version} (TFDS meta_dataset 1.0.0)" if args.tfds_dir
+                   else "Meta-Dataset records (dataset_spec.json + tfrecords)")
     paths = []
     for task, dataset, metrics, protocol, wall in pending:
         rec = records.make(run_name, "metadataset", task, dataset, metrics, cfg, wall_s=wall, protocol=protocol,
                            setting=protocol["setting"],
-                           records_dir=str(Path(args.records).resolve()), **common)
+                           records_dir=str(Path(data).resolve()), data_format=data_format, **common)
         paths.append(records.write(rec, results))
     print(f"[metadataset] {len(paths)} records -> {Path(args.results) / run_name / 'metadataset'} "
           f"({time.time() - start:.1f} s)")

@@ -91,16 +91,27 @@ def decode_image(data: bytes, where: str = "image") -> Image.Image:
     return img.convert("RGB")
 
 
-def open_sources(records: str | os.PathLike, names) -> list[Source]:
-    """The requested sources; None, [] or ['all'] = every source directory under `records`;
-    ['paper'] = the paper's nine. The first missing source is a one-line error."""
-    records = Path(records)
-    if not records.is_dir():
-        raise MetaDatasetError(f"{records}: records directory not found")
+def open_sources(records: str | os.PathLike | None, names, tfds_dir: str | os.PathLike | None = None,
+                 md_version: str = "v1") -> list:
+    """The requested sources, from the official records layout (`records`) or from an md_tfds
+    build (`tfds_dir`, a TFDS data_dir; metadataset/tfds.py); None, [] or ['all'] = every
+    source there; ['paper'] = the paper's nine. The first missing source is a one-line error."""
+    from metadataset import tfds
+
+    where = Path(tfds_dir if tfds_dir is not None else records)
+    if not where.is_dir():
+        raise MetaDatasetError(f"{where}: {'TFDS data_dir' if tfds_dir is not None else 'records directory'} not found")
     if list(names or []) == ["paper"]:
         names = list(PAPER_DOMAINS)
     elif not names or list(names) == ["all"]:
-        names = sorted(p.name for p in records.iterdir() if (p / spec_mod.FILENAME).is_file())
-        if not names:
-            raise MetaDatasetError(f"{records}: no Meta-Dataset source (no */{spec_mod.FILENAME}) found")
-    return [Source.open(records, n) for n in dict.fromkeys(names)]
+        if tfds_dir is not None:
+            names = tfds.available(where)
+            if not names:
+                raise MetaDatasetError(f"{where}: no md_tfds source (no {tfds.BUILDER}/*/{tfds.VERSION}/metadata.json) found")
+        else:
+            names = sorted(p.name for p in where.iterdir() if (p / spec_mod.FILENAME).is_file())
+            if not names:
+                raise MetaDatasetError(f"{where}: no Meta-Dataset source (no */{spec_mod.FILENAME}) found")
+    if tfds_dir is not None:
+        return [tfds.open_source(where, n, md_version) for n in dict.fromkeys(names)]
+    return [Source.open(where, n) for n in dict.fromkeys(names)]

@@ -179,6 +179,12 @@ def load(source_dir: str | os.PathLike) -> Spec:
         raw = json.loads(where.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise MetaDatasetError(f"{where}: not a readable JSON dataset spec ({str(exc).splitlines()[0]})") from None
+    return from_json(raw, where)
+
+
+def from_json(raw, where) -> Spec:
+    """A spec from its JSON object (a dataset_spec.json's, or one of md_tfds's metadata.json
+    `dataset_specs`); `where` names it in errors."""
     if not isinstance(raw, dict):
         raise MetaDatasetError(f"{where}: a dataset spec must be a JSON object")
     kind = raw.get("__class__", "DatasetSpecification")  # older hand-written specs omit it

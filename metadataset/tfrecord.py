@@ -83,3 +83,50 @@ def read(path: str | os.PathLike) -> list[bytes]:
         out.append(data)
         pos = stop + 4
     return out
+
+
+def offsets(path: str | os.PathLike) -> list[int]:
+    """Where each record of the file starts, from its headers alone (seeking past the data):
+    a multi-gigabyte shard is indexed without being read. A cut-off record or a length CRC
+    mismatch is a MetaDatasetError naming the file and the record index."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise MetaDatasetError(f"{path}: shard not found") from None
+    except OSError as exc:
+        raise MetaDatasetError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    out, pos = [], 0
+    with f:
+        while pos < size:
+            i = len(out)
+            f.seek(pos)
+            head = f.read(12)
+            if len(head) < 12:
+                raise MetaDatasetError(f"{path}: truncated TFRecord (record {i}: header cut short)")
+            if struct.unpack_from("<I", head, 8)[0] != masked_crc(head[:8]):
+                raise MetaDatasetError(f"{path}: corrupt TFRecord (record {i}: length CRC mismatch)")
+            stop = pos + 12 + struct.unpack_from("<Q", head)[0] + 4
+            if stop > size:
+                raise MetaDatasetError(f"{path}: truncated TFRecord (record {i}: data cut short)")
+            out.append(pos)
+            pos = stop
+    return out
+
+
+def read_at(path: str | os.PathLike, starts) -> list[bytes]:
+    """The records that start at `starts` (from offsets()), each checked against its data CRC."""
+    path = Path(path)
+    out = []
+    with open(path, "rb") as f:
+        for pos in starts:
+            f.seek(pos)
+            length = struct.unpack("<Q", f.read(8))[0]
+            f.seek(pos + 12)
+            data = f.read(length)
+            crc = f.read(4)
+            if len(data) < length or len(crc) < 4 or struct.unpack("<I", crc)[0] != masked_crc(data):
+                raise MetaDatasetError(f"{path}: corrupt TFRecord (record at byte {pos}: data CRC mismatch)")
+            out.append(data)
+    return out

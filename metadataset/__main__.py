@@ -1,10 +1,12 @@
-"""python -m metadataset {linear,episodic,convert,build-mini} ...
+"""python -m metadataset {linear,episodic,convert,from-tfds,build-mini} ...
 
   linear     --ckpt CKPT --records DIR [--domains D ...|paper|all]  protocol A: linear probe per source
                                                                 (default: every source under DIR)
   episodic   --ckpt CKPT --records DIR --head prototype|logreg|both [--episodes 600] [--seed 0]
              [--ways N --shots K --queries Q]                   protocol B: official episodes
   convert    IMAGEFOLDER OUT_SOURCE_DIR --name NAME [--splits 0.6,0.2,0.2] [--seed 22]
+  from-tfds  --data-dir TFDS_DATA_DIR --source NAME OUT_SOURCE_DIR  a TFDS catalog dataset, with
+                                                                Meta-Dataset's own class split
   build-mini OUT_DIR                                            the offline smoke sources
 
 Both protocols read the official records layout (--records DIR) or Meta-Dataset's own TFDS
@@ -59,6 +61,10 @@ def _parser() -> cli.Parser:
     c.add_argument("--name", required=True, help="source name written into dataset_spec.json")
     c.add_argument("--splits", default="0.6,0.2,0.2", help="train,valid,test fractions of the classes")
     c.add_argument("--seed", type=int, default=22, help="class-split seed (the official converter's default)")
+    t = sub.add_parser("from-tfds", help="a TFDS catalog dataset -> one Meta-Dataset source, official class split")
+    t.add_argument("--data-dir", required=True, help="the TFDS data_dir the catalog dataset was prepared in")
+    t.add_argument("--source", required=True, help="omniglot, dtd, vgg_flower, cu_birds, quickdraw, mscoco or ilsvrc_2012")
+    t.add_argument("out", help="output source directory (new or empty)")
     m = sub.add_parser("build-mini", help="the offline smoke Meta-Dataset (see metadataset/mini.py)")
     m.add_argument("out")
     return p
@@ -161,6 +167,28 @@ def _evaluate(args) -> list[Path]:
     return paths
 
 
+def _from_tfds(args) -> None:
+    """metadataset/tfds_convert.py in .venv-tfds: TensorFlow never enters this process."""
+    import os
+    import subprocess
+
+    from metadataset.errors import MetaDatasetError
+
+    root = Path(__file__).resolve().parents[1]
+    python = Path(os.environ.get("RINGBENCH_TFDS_VENV", root / ".venv-tfds")) / "bin" / "python"
+    if not python.is_file():
+        raise MetaDatasetError(f"{python}: the TensorFlow environment is missing; create it with bash scripts/setup_env.sh")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+               TF_CPP_MIN_LOG_LEVEL="2")
+    done = subprocess.run([str(python), "-m", "metadataset.tfds_convert", "--data-dir", args.data_dir,
+                           "--source", args.source, args.out], env=env, capture_output=True, text=True)
+    print(done.stdout, end="")
+    if done.returncode:
+        lines = [line for line in done.stderr.splitlines() if line.startswith("error: ")]
+        raise MetaDatasetError(lines[-1][len("error: "):] if lines else
+                               f"the TFDS converter failed (exit {done.returncode}): {done.stderr.strip()[-500:]}")
+
+
 def run(args):
     if args.command == "convert":
         from metadataset import convert
@@ -168,6 +196,8 @@ def run(args):
         print(f"[metadataset] {args.out}: {spec.num_classes} classes {spec.classes_per_split}, "
               f"{sum(spec.images_per_class.values())} images")
         return None
+    if args.command == "from-tfds":
+        return _from_tfds(args)
     if args.command == "build-mini":
         from metadataset import mini
         specs = mini.build(args.out)

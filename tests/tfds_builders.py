@@ -7,6 +7,7 @@ never with torch):
     python tests/tfds_builders.py catalog DATA_DIR      the standard catalog datasets that
         `metadataset from-tfds` converts, under their catalog names, versions and features,
         with every class of the official split and a few tiny images each
+    python tests/tfds_builders.py convert JOBS_JSON     several conversions in one process
 
 The md_tfds metadata is computed here the way meta_dataset/data/tfds/md_tfds.py computes it,
 independently of the reader under test.
@@ -200,9 +201,56 @@ def build_catalog(data_dir: str) -> None:
     prepare(catalog_builder("omniglot", "3.0.0", feats, {"train": train, "test": test}))
 
 
+    # quickdraw_bitmap 3.0.0: 28x28x1 bitmaps, label names the category names
+    names = sorted(official("quickdraw")["class_names"].values())
+    feats = {"image": tfds.features.Image(shape=(28, 28, 1)), "label": tfds.features.ClassLabel(names=names)}
+    bitmap = lambda c: {"image": rng.integers(0, 256, (28, 28, 1), dtype=np.uint8), "label": c}  # noqa: E731
+    prepare(catalog_builder("quickdraw_bitmap", "3.0.0", feats, {"train": [bitmap(c) for c in range(345)]}))
+
+    # coco/2017 1.1.0: objects with normalised (ymin, xmin, ymax, xmax) boxes and the 80 category names
+    cats = sorted(official("mscoco")["class_names"].values())
+    feats = {"image": tfds.features.Image(encoding_format="jpeg"), "image/filename": tfds.features.Text(),
+             "objects": tfds.features.Sequence({"bbox": tfds.features.BBoxFeature(),
+                                                "label": tfds.features.ClassLabel(names=cats),
+                                                "is_crowd": np.bool_})}
+    coco = []
+    for i in range(40):  # 40 images of 60x40 px, two boxes each: every category once
+        boxes = [[0.1, 0.2, 0.7, 0.55], [0.05, 0.5, 0.95, 0.95]] if i % 2 else [[0.25, 0.0, 0.75, 0.3], [0.5, 0.5, 0.9, 0.9]]
+        coco.append({"image": jpeg(rng, (60, 40)), "image/filename": f"{i:012d}.jpg",
+                     "objects": {"bbox": np.array(boxes, np.float32), "label": [2 * i, 2 * i + 1],
+                                 "is_crowd": [False, False]}})
+    prepare(catalog_builder("coco/2017", "1.1.0", feats, {"train": coco}))
+
+    # imagenet2012 5.1.0: label names the WordNet ids; two images per class, plus one official duplicate
+    wnids = sorted(official("ilsvrc_2012")["class_names"].values())
+    feats = {"image": tfds.features.Image(encoding_format="jpeg"), "label": tfds.features.ClassLabel(names=wnids),
+             "file_name": tfds.features.Text()}
+    imagenet = [{"image": jpeg(rng, (8, 8)), "label": c, "file_name": f"{w}_{k}.JPEG"}
+                for c, w in enumerate(wnids) for k in range(2)]
+    imagenet.append({"image": jpeg(rng, (8, 8)), "label": wnids.index("n01531178"), "file_name": "n01531178_12730.JPEG"})
+    prepare(catalog_builder("imagenet2012", "5.1.0", feats, {"train": imagenet}))
+
+
+def run_conversions(jobs_json: str) -> None:
+    """Several `from-tfds` conversions in one process (one TensorFlow start-up, not one per
+    source): [[data_dir, source, out], ...] -> one JSON list on stdout, None or the error."""
+    sys.path.insert(0, str(OFFICIAL.parents[1]))
+    from metadataset import tfds_convert
+    from metadataset.errors import MetaDatasetError
+
+    results = []
+    for data_dir, source, out in json.loads(jobs_json):
+        try:
+            tfds_convert.convert(data_dir, source, out, log=lambda *a: None)
+            results.append(None)
+        except MetaDatasetError as exc:
+            results.append(str(exc))
+    print(json.dumps(results))
+
+
 def main(argv) -> None:
-    what, data_dir = argv
-    {"md_tfds": build_md_tfds, "catalog": build_catalog}[what](data_dir)
+    what, arg = argv
+    {"md_tfds": build_md_tfds, "catalog": build_catalog, "convert": run_conversions}[what](arg)
 
 
 if __name__ == "__main__":

@@ -3,4 +3,6 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 bash scripts/setup_env.sh
-exec "${RINGBENCH_VENV:-.venv}/bin/python" -m pytest "$@"
+# two pytest-xdist workers (RINGBENCH_TEST_WORKERS), a test module per worker at a time: most
+# tests wait on process start-up and imports, which a second worker overlaps
+exec "${RINGBENCH_VENV:-.venv}/bin/python" -m pytest -n "${RINGBENCH_TEST_WORKERS:-2}" --dist loadscope "$@"

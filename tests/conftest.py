@@ -6,7 +6,12 @@ import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# run_tests.sh runs the suite on pytest-xdist workers: the cores are shared out among them, and
+# the processes a test starts (torchrun, the pipeline, the benchmarks) get the same share
+_threads = max(1, min(2, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+if "PYTEST_XDIST_WORKER" in os.environ:
+    os.environ["OMP_NUM_THREADS"] = str(_threads)
+torch.set_num_threads(_threads)
 
 
 @pytest.fixture(autouse=True)

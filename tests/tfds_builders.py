@@ -26,13 +26,6 @@ from PIL import Image
 OFFICIAL = Path(__file__).resolve().parents[1] / "metadataset" / "official"
 
 
-def png(rng, size=(12, 10), mode="RGB") -> bytes:
-    shape = (size[1], size[0], 3) if mode == "RGB" else (size[1], size[0])
-    buf = io.BytesIO()
-    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(buf, format="PNG")
-    return buf.getvalue()
-
-
 def jpeg(rng, size=(12, 10)) -> bytes:
     buf = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)).save(buf, format="JPEG")
@@ -172,11 +165,11 @@ def build_catalog(data_dir: str) -> None:
                             {"train": [ex(c) for c in range(47)], "validation": [ex(c) for c in range(0, 47, 2)],
                              "test": [ex(c) for c in range(1, 47, 2)]}))
 
-    # caltech_birds2011 0.1.1: labels 0..199 without names (class k is folder 'k+1:03d.Name')
+    # caltech_birds2011 0.2.0: labels 0..199 without names (class k is folder 'k+1:03d.Name')
     feats = {"image": tfds.features.Image(), "label": tfds.features.ClassLabel(num_classes=200),
              "image/filename": tfds.features.Text()}
     birds = lambda c, k: {"image": jpeg(rng), "label": c, "image/filename": f"{c:03d}_{k}.jpg"}  # noqa: E731
-    prepare(catalog_builder("caltech_birds2011", "0.1.1", feats,
+    prepare(catalog_builder("caltech_birds2011", "0.2.0", feats,
                             {"train": [birds(c, 0) for c in range(200)], "test": [birds(c, 1) for c in range(0, 200, 3)]}))
 
     # oxford_flowers102 2.1.1: labels 0..101 (class k is the official 'k+1:03d.name')
@@ -195,7 +188,9 @@ def build_catalog(data_dir: str) -> None:
     feats = {"image": tfds.features.Image(encoding_format="png"), "alphabet": tfds.features.ClassLabel(num_classes=50),
              "alphabet_char_id": np.int64, "label": tfds.features.ClassLabel(names=label_names)}
     background = set(sorted(spec["superclass_names"][str(s)] for s in range(30)))  # train + valid alphabets
-    omni = lambda c: {"image": png(rng, (8, 8)), "alphabet": 0, "alphabet_char_id": 0, "label": c}  # noqa: E731
+    dark = io.BytesIO()
+    Image.fromarray(np.full((8, 8, 3), 30, np.uint8)).save(dark, format="PNG")  # a dark stroke everywhere
+    omni = lambda c: {"image": dark.getvalue(), "alphabet": 0, "alphabet_char_id": 0, "label": c}  # noqa: E731
     train = [omni(c) for c, n in enumerate(label_names) if n.rsplit("_", 1)[0] in background]
     test = [omni(c) for c, n in enumerate(label_names) if n.rsplit("_", 1)[0] not in background]
     prepare(catalog_builder("omniglot", "3.0.0", feats, {"train": train, "test": test}))

@@ -68,6 +68,47 @@ def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1")
     return _save(fig, path)
 
 
+def delta_vs_width(numbers: pd.DataFrame, evals: pd.DataFrame, path: Path, metric: str = "top1") -> Path | None:
+    """The sweep (docs/design.md §9): Ring − baseline, paired by seed, against the ring's outer
+    width, one line per anneal schedule (neighbour views as their own marker), with 95%
+    intervals as error bars; one panel per method and evaluation. None unless some ring
+    setting was run at two or more widths."""
+    d = numbers[numbers["delta"].astype(bool) & (numbers["metric"] == metric)] if not numbers.empty else numbers
+    if d.empty:
+        return None
+    axes_of = evals.drop_duplicates(tables.MODEL)[tables.MODEL + ["ring_outer", "ring_anneal", "ring_neighbour_views"]]
+    d = d.merge(axes_of, on=tables.MODEL, how="left").dropna(subset=["ring_outer"])
+    d = d[d["negatives"] == "ring"]
+    if d.empty or d.groupby(["method", "eval", "ring_anneal"])["ring_outer"].nunique().max() < 2:
+        return None
+    d = d.assign(line=[("neighbour views" if nv else f"anneal: {a}") for a, nv in
+                       zip(d["ring_anneal"], d["ring_neighbour_views"])])
+    panels = list(dict.fromkeys(zip(d["method"], d["eval"], d["dataset"])))
+    lines = sorted(d["line"].unique())
+    colours = dict(zip(lines, sns.color_palette(n_colors=len(lines))))
+    with sns.axes_style(**STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.2), squeeze=False, layout="constrained")
+        for ax, (method, ev, dataset) in zip(axes[0], panels):
+            sub = d[(d["method"] == method) & (d["eval"] == ev) & (d["dataset"] == dataset)]
+            for k, line in enumerate(lines):
+                rows = sub[sub["line"] == line].sort_values("ring_outer")
+                if rows.empty:
+                    continue
+                x = rows["ring_outer"].astype(float) * (1.04 ** (k - (len(lines) - 1) / 2))  # a small dodge
+                err = np.array([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]).astype(float)
+                ax.errorbar(x, rows["mean"].astype(float), yerr=np.nan_to_num(err), color=colours[line], capsize=3,
+                            marker="s" if line == "neighbour views" else "o",
+                            linestyle="none" if line == "neighbour views" else "-", label=line)
+            ax.axhline(0, color="k", linewidth=0.8)
+            ax.set_xscale("log")
+            ax.set(title=f"{tables.method_name(method)}, {dataset}, {ev}", xlabel="ring outer width (fraction of the pool)",
+                   ylabel=f"{metric} (points): ring − baseline")
+        axes[0][-1].legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+        fig.suptitle("The sweep: Ring − the method's own negatives against ring width, paired by seed\n"
+                     "(points: mean; whiskers: 95% interval; none for one pair)")
+    return _save(fig, path)
+
+
 def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
     """Loss per logged step and kNN top-1 per monitored epoch, one line per run, one column
     per pretraining dataset; colour = method and sampler, so seeds of a model share a colour."""

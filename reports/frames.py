@@ -17,7 +17,7 @@ import pandas as pd
 from pretrain.records import ReportWarning
 
 IDENTITY = ["run", "method", "negatives", "negatives_setting", "baseline", "seed", "wall_s", "peak_rss_mb",
-            "peak_cuda_mb"]
+            "peak_cuda_mb", "ring_outer", "ring_anneal", "ring_neighbour_views"]
 # Records written before they named the method's baseline sampler: every method's baseline
 # was uniform negatives except Local Aggregation's (its k nearest bank rows, `ball`).
 LEGACY_BASELINES = {"la": "ball"}
@@ -60,6 +60,11 @@ def identity(r: dict) -> dict:
         "wall_s": number(r.get("wall_s")),
         "peak_rss_mb": number(r.get("peak_rss_mb")),
         "peak_cuda_mb": number(r.get("peak_cuda_mb")),
+        # the sweep's axes (docs/design.md §9), for the figure of the difference against ring width
+        "ring_outer": number(section("negatives").get("outer")) if negatives != baseline else math.nan,
+        "ring_anneal": (section("negatives").get("anneal") or {}).get("schedule", "none")
+        if isinstance(section("negatives").get("anneal"), dict) else "none",
+        "ring_neighbour_views": bool(section("negatives").get("neighbor_views", False)),
     }
 
 

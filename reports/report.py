@@ -95,6 +95,9 @@ def compose(results: Path, out: Path) -> Report:
     numbers = pd.concat([t.numbers for t in linear], ignore_index=True) if linear else pd.DataFrame()
     rep.figure("ring_minus_baseline", "Ring − baseline", "needs evaluation records with both uniform and ring runs",
                figures.ring_minus_baseline, numbers)
+    rep.figure("delta_vs_width", "Ring − baseline against ring width",
+               "needs ring runs of one method at two or more outer widths (the sweep: --profile gpu-sweep or cpu-sweep)",
+               figures.delta_vs_width, numbers, evals)
 
     sections = (("Meta-Dataset", tables.metadataset(md), "metadataset"),
                 ("Detection", tables.detection(det), "detection"),

@@ -159,3 +159,38 @@ def test_a_failing_figure_is_a_warning_not_a_lost_report(results, tmp_path, monk
     assert "figure toy_mi not drawn: RuntimeError: boom" in capsys.readouterr().err
     md = (tmp_path / "out" / "report.md").read_text()
     assert "Figure not drawn (Toy MI bias and variance)" in md and "figures/toy_mi.png" not in md
+
+
+def test_the_sweep_figure_plots_each_paired_difference_at_its_width(tmp_path, monkeypatch):
+    """Ring at three widths, annealed or not, 2 seeds each: each point is the paired mean at its
+    width (log axis, a small dodge per line) and one width alone draws nothing."""
+    def rec(run, neg, top1, seed, outer=None, schedule="none"):
+        negatives = {"sampler": neg, "inner": 0.1, "anneal": {"schedule": schedule, "epochs": 2}}
+        if outer is not None:
+            negatives["outer"] = outer
+        return records.make(run, "evaluate", "linear_cached_i300_cifar10", "cifar10", {"top1": top1},
+                            {"train": {"seed": seed}, "negatives": negatives}, seed=seed, method="ir", negatives=neg)
+    base = {0: 60.0, 1: 62.0}
+    recs = [rec(f"u{s}", "uniform", base[s], s) for s in base]
+    expected = {}
+    for schedule, shift in (("none", 0.0), ("linear", 1.0)):
+        for outer, gain in ((0.1, 3.0), (0.5, 1.0), (1.0, -2.0)):
+            for s in base:
+                recs.append(rec(f"r{outer}{schedule}{s}", "ring", base[s] + gain + shift + s, s, outer, schedule))
+            expected[(f"anneal: {schedule}", outer)] = gain + shift + 0.5  # mean over seeds of gain + shift + s
+    evals = tables.evaluations(recs)
+    numbers = pd.concat([t.numbers for t in tables.linear(evals)])
+    drawn = []
+    monkeypatch.setattr(figures.plt.Axes, "errorbar", lambda self, x, y, **kw: drawn.append((kw["label"], list(x), list(y))))
+    assert figures.delta_vs_width(numbers, evals, tmp_path / "w.png") is not None
+    assert (tmp_path / "w.png").read_bytes().startswith(PNG)
+    got = {}
+    for label, xs, ys in drawn:
+        for x, y in zip(xs, ys):
+            outer = min((0.1, 0.5, 1.0), key=lambda w: abs(w - x))
+            assert abs(x / outer - 1) < 0.03  # only the dodge moves a point off its width
+            got[(label, outer)] = y
+    assert got == pytest.approx(expected)
+    one_width = evals[(evals["ring_outer"].isna()) | (evals["ring_outer"] == 0.1)]
+    numbers = pd.concat([t.numbers for t in tables.linear(one_width)])
+    assert figures.delta_vs_width(numbers, one_width, tmp_path / "one.png") is None

@@ -63,22 +63,28 @@ class Source:
             raise MetaDatasetError(f"{self.root / f'{class_id}_*.tfrecords'}: class file not found")
         images = []
         for path in files:
-            for i, record in enumerate(tfrecord.read(path)):
-                try:
-                    features = example.decode(record)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise MetaDatasetError(f"{path}: record {i} is not a tf.train.Example ({exc})") from None
-                image, label = features.get("image"), features.get("label")
-                if not image or not isinstance(image[0], bytes) or not label or not isinstance(label[0], int):
-                    raise MetaDatasetError(f"{path}: record {i} lacks an 'image' bytes or 'label' int64 feature")
-                if label[0] != class_id:
-                    raise MetaDatasetError(f"{path}: record {i} has label {label[0]}, expected class id {class_id}")
-                images.append(image[0])
+            images += [image_of(record, path, i, class_id, f"class id {class_id}")
+                       for i, record in enumerate(tfrecord.read(path))]
         expected = self.spec.images_per_class[class_id]
         if len(images) != expected:
             raise MetaDatasetError(f"{files[0]}: class {class_id} holds {len(images)} images but "
                                    f"{spec_mod.FILENAME} says {expected}")
         return images
+
+
+def image_of(record: bytes, path, index: int, label: int, expected: str) -> bytes:
+    """The encoded image of one record, a tf.train.Example {image, label} whose label must be
+    `label` (`expected` says so in the error); any other record is a one-line error."""
+    try:
+        features = example.decode(record)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MetaDatasetError(f"{path}: record {index} is not a tf.train.Example ({exc})") from None
+    image, found = features.get("image"), features.get("label")
+    if not image or not isinstance(image[0], bytes) or not found or not isinstance(found[0], int):
+        raise MetaDatasetError(f"{path}: record {index} lacks an 'image' bytes or 'label' int64 feature")
+    if found[0] != label:
+        raise MetaDatasetError(f"{path}: record {index} has label {found[0]}, expected {expected}")
+    return image[0]
 
 
 def decode_image(data: bytes, where: str = "image") -> Image.Image:

@@ -28,12 +28,12 @@ import re
 from functools import cached_property
 from pathlib import Path
 
-from metadataset import example, tfrecord
 from metadataset import spec as spec_mod
+from metadataset import tfrecord
 from metadataset.errors import MetaDatasetError
+from metadataset.records import image_of
 
 BUILDER, VERSION, SPLIT = "meta_dataset", "1.0.0", "all_classes"
-MD_VERSIONS = ("v1", "v2")
 META_SPLITS = {"TRAIN": "train", "VALID": "valid", "TEST": "test"}  # spec split -> metadata key
 TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"  # TFDS's default file-name template
 
@@ -156,28 +156,16 @@ class TfdsSource:
 
     def read_class(self, class_id: int) -> list[bytes]:
         start, stop = self.slices[class_id]
+        label = self.labels[class_id]
         images = []
-        for i in range(bisect.bisect_right(self.starts, start) - 1, len(self.files)):
-            a, b = max(start, self.starts[i]), min(stop, self.starts[i + 1])
-            if a >= b:
-                if self.starts[i] >= stop:
-                    break
-                continue
-            offs = self._offsets[i][a - self.starts[i]:b - self.starts[i]]
-            for j, record in enumerate(tfrecord.read_at(self.files[i], offs)):
-                try:
-                    features = example.decode(record)
-                except (ValueError, UnicodeDecodeError) as exc:
-                    raise MetaDatasetError(f"{self.files[i]}: record {a - self.starts[i] + j} is not a "
-                                           f"tf.train.Example ({exc})") from None
-                image, label = features.get("image"), features.get("label")
-                if not image or not isinstance(image[0], bytes) or not label or not isinstance(label[0], int):
-                    raise MetaDatasetError(f"{self.files[i]}: record {a - self.starts[i] + j} lacks an 'image' "
-                                           f"bytes or 'label' int64 feature")
-                if label[0] != self.labels[class_id]:
-                    raise MetaDatasetError(f"{self.files[i]}: record {a - self.starts[i] + j} has label {label[0]}, "
-                                           f"expected {self.labels[class_id]} (class {class_id}'s slice)")
-                images.append(image[0])
+        i = bisect.bisect_right(self.starts, start) - 1  # the shard holding the slice's first record
+        while i < len(self.files) and self.starts[i] < stop:
+            first = self.starts[i]
+            a, b = max(start, first) - first, min(stop, self.starts[i + 1]) - first  # within the shard
+            records = tfrecord.read_at(self.files[i], self._offsets[i][a:b])
+            images += [image_of(r, self.files[i], a + j, label, f"{label} (class {class_id}'s slice)")
+                       for j, r in enumerate(records)]
+            i += 1
         return images
 
 

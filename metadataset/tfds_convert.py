@@ -269,7 +269,7 @@ def convert(data_dir: str | os.PathLike, source: str, out_dir: str | os.PathLike
             raise MetaDatasetError(f"{where}: cannot read TFDS dataset {catalog.tfds_name} "
                                    f"({type(exc).__name__}: {first})") from None
         raise
-    official = {int(c): n for c, n in official_spec(source)["images_per_class"].items()} \
+    official = {int(c): n for c, n in spec["images_per_class"].items()} \
         if spec["__class__"] != "HierarchicalDatasetSpecification" else {}
     differ = sum(files.counts.get(c, 0) != n for c, n in official.items())
     log(f"[metadataset] {out}: {source} from TFDS {catalog.tfds_name} {where.name}, {len(files.counts)} classes "

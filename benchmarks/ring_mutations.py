@@ -36,7 +36,8 @@ MUTATIONS = {
          "background = torch.ones_like(sim, dtype=torch.bool)"),
     "IR/CMC draw uniformly whatever the sampler":
         ("pretrain/methods/base.py",
-         "idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols)",
+         "idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols, "
+         "scratch=True)",
          "idx = (torch.randint(len(rows) - 1, (len(index), k)) + index[:, None] + 1) % len(rows)"),
     "CMC's ab direction ignores the ring":
         ("pretrain/methods/cmc.py", "bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)",
@@ -50,7 +51,7 @@ MUTATIONS = {
     "inner cut dropped":
         ("pretrain/negatives.py", "lo = int(inner * hi)  # < hi", "lo = 0  # < hi"),
     "the anchor's own row not excluded (exact band)":
-        ("pretrain/negatives.py", 'sim = sim.clone().scatter_(1, exclude.view(-1, 1), float("-inf"))', "pass"),
+        ("pretrain/negatives.py", 'sim.scatter_(1, exclude.view(-1, 1), float("-inf"))', "pass"),
     "estimated mode draws the anchor's own row at outer = 1":
         ("pretrain/negatives.py", "valid = ~own.gather(1, band)", "valid = torch.ones_like(band, dtype=torch.bool)"),
     "estimated mode reads a low edge at outer = 1":

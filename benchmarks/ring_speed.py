@@ -37,8 +37,8 @@ def official_sampler(base):
     """The official Ring code's selection: sort every anchor's whole pool, slice the band."""
     class FullSort(type(base)):
         @torch.no_grad()
-        def band(self, sim, exclude=None, epoch=0.0):
-            sim, lo, hi = self.ranked(sim, exclude, epoch)
+        def band(self, sim, exclude=None, epoch=0.0, scratch=False):
+            sim, lo, hi = self.ranked(sim, exclude, epoch, scratch)
             return torch.sort(sim, dim=1, descending=True).indices[:, lo:hi]
 
     base.__class__ = FullSort

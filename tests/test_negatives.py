@@ -37,6 +37,35 @@ def test_fast_band_equals_full_sort(n, outer, inner, anchors, with_exclude):
     assert torch.equal(band.sort(1).values, brute_force_band(sim, exclude, outer, inner).sort(1).values)
 
 
+def test_band_marks_the_callers_similarities_only_as_scratch():
+    g = torch.Generator().manual_seed(3)
+    sim, exclude = torch.randn(8, 500, generator=g), torch.arange(8) * 11
+    kept, s = sim.clone(), NegativeSampler("ring", 0.2, 0.1)
+    expected = brute_force_band(sim, exclude, 0.2, 0.1).sort(1).values
+    assert torch.equal(s.band(sim, exclude).sort(1).values, expected) and torch.equal(sim, kept)
+    assert torch.equal(s.band(sim, exclude, scratch=True).sort(1).values, expected)
+    assert torch.isneginf(sim[torch.arange(8), exclude]).all()  # marked in place, not copied
+
+
+@pytest.mark.parametrize("kind", ["uniform", "ring"])
+def test_ring_paths_never_read_the_device(kind):
+    """No host sync in a training step (issue 17): on the meta device every operation whose
+    result the host would have to read (.item(), bool(), boolean indexing) raises, so the
+    exact band, core, mask and the estimated draws running there read nothing back."""
+    b, n, k = 4, 1000, 16
+    s = NegativeSampler(kind, 0.3, 0.1)
+    s.empty = torch.zeros((), dtype=torch.bool, device="meta")
+    sim, exclude = torch.empty(b, n, device="meta"), torch.arange(b, device="meta")
+    assert s.sample(k, n, sim, exclude=exclude).shape == (b, k)
+    assert s.sample(k, n, sim, exclude=exclude, scratch=True).device.type == "meta"
+    assert s.mask(sim, exclude).shape == (b, n)
+    if kind == "ring":
+        lo, hi = band_limits(n - 1, 0.3, 0.1)
+        assert s.band(sim, exclude).shape == (b, hi - lo) and s.core(sim, exclude).shape == (b, lo)
+        cols = torch.arange(300, device="meta")
+        assert s._sample_subsample(k, torch.empty(b, 300, device="meta"), exclude, 0.0, cols).shape == (b, k)
+
+
 def test_band_limits_truncate_as_the_official_code():
     assert band_limits(4096, 0.1, 0.1) == (40, 409)      # rounding would give (41, 410)
     assert band_limits(65536, 0.1, 0.1) == (655, 6553)   # rounding would give (655, 6554)

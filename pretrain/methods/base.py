@@ -109,8 +109,9 @@ def bank_logits(q: torch.Tensor, rows: torch.Tensor, index: torch.Tensor, sample
     one matmul without backward, not two with."""
     cols = sampler.subsample(len(rows), k, epoch)  # estimated mode: a shared subsample, not the bank
     sim = None if sampler.full else q.detach() @ (rows if cols is None else rows[cols]).T
-    idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols)
-    core = sampler.core(sim, exclude=index, epoch=epoch) if sampler.neighbor_views else idx[:, :0]
+    # sim is ours: the exact band marks the own rows in it instead of copying B x N
+    idx = sampler.sample(k, len(rows), sim, exclude=index, epoch=epoch, batch=len(index), columns=cols, scratch=True)
+    core = sampler.core(sim, exclude=index, epoch=epoch, scratch=True) if sampler.neighbor_views else idx[:, :0]
     keys = rows[torch.cat([index[:, None], idx, core], dim=1)]  # (B, 1 + K + lo, D)
     logits = torch.bmm(keys, q.unsqueeze(2)).squeeze(2)
     neighbours = None

@@ -41,6 +41,25 @@ def test_ring_speed_fills_every_cell_on_tiny_settings():
     assert "failed" not in text and out.stderr.strip() == "", out.stderr[-2000:]
 
 
+def test_ring_accuracy_scores_estimated_negatives_by_their_exact_ranks(tmp_path):
+    import json
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "ring_accuracy.py"), "--pool", "40000",
+                          "--anchors", "8", "--k", "256", "--estimate", "2048", "--outer", "1.0", "0.1",
+                          "--json", str(tmp_path / "acc.json")], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "drawing (IR, CMC)" in out.stdout and "masking (MoCo, SimCLR, LA)" in out.stdout
+    rows = json.loads((tmp_path / "acc.json").read_text())["rows"]
+    assert [r["outer"] for r in rows] == [1.0, 0.1]
+    for r in rows:
+        exact, est, mask = r["exact_draws"], r["estimated_draws"], r["estimated_mask"]
+        # the reference is exact by construction; the estimate is close but not identical
+        assert exact["in_band"] == 1.0 and exact["past_high_edge_pp"] == exact["past_low_edge_pp"] == 0.0
+        assert 0.9 < est["in_band"] < 1.0 and est["distinct"] == 1.0 and est["ks"] < 0.2
+        assert 0.85 < mask["jaccard"] < 1.0 and 0.8 < mask["size_ratio"] < 1.2
+        assert mask["high_edge_err_pp"] < 5 * r["se_high_edge_pp"] and mask["low_edge_err_pp"] <= 5 * r["se_low_edge_pp"]
+    assert rows[0]["se_low_edge_pp"] == 0.0 and rows[0]["estimated_mask"]["low_edge_err_pp"] == 0.0  # outer = 1: no low edge
+
+
 def test_every_ring_mutation_still_applies():
     """benchmarks/ring_mutations.py (too slow for the suite: about 40 s per mutation) must keep
     pointing at code that exists: each mutated text occurs exactly once in its file."""

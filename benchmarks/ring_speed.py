@@ -2,7 +2,7 @@
 
     python benchmarks/ring_speed.py                       # CPU-sized defaults
     python benchmarks/ring_speed.py --device cuda --arch resnet50 --batch 256 --image-size 224 \
-        --pipeline-dataset imagenet --data-root DIR --workers 16 --gpu-augment
+        --compile --pipeline-dataset imagenet --data-root DIR --workers 16 --gpu-decode
 
 (a) Full training-step time (forward, backward, SGD step, memory update) through the real
     methods on synthetic inputs: IR with a 50,000-row and a 1,281,167-row bank, MoCo with a
@@ -154,7 +154,9 @@ def cell_pipeline(a, synthetic: bool) -> dict:
     sets = ["method.name=moco", f"model.arch={a.arch}", f"model.cifar_stem={a.image_size <= 64}",
             f"optim.batch_size={a.batch}", f"train.device={a.device}", f"train.precision={a.precision}",
             f"data.dataset={a.pipeline_dataset}", f"data.root={a.data_root}", f"data.image_size={a.image_size}",
-            f"data.workers={a.workers}", f"data.gpu_augment={a.gpu_augment}", "method.moco.queue_size=4096",
+            f"data.workers={a.workers}", f"data.gpu_augment={a.gpu_augment}",
+            # the pure cell's inputs are decoded views already on the device
+            f"data.gpu_decode={a.gpu_decode and not synthetic}", f"train.compile={a.compile}", "method.moco.queue_size=4096",
             "negatives.sampler=ring", "train.knn_every=0", "model.bn_splits=1"]
     with tempfile.TemporaryDirectory() as tmp:
         t = Trainer(config.load(None, sets), tmp)
@@ -215,6 +217,7 @@ def main(argv=None) -> int:
     p.add_argument("--data-root", default="data")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--gpu-augment", action="store_true")
+    p.add_argument("--gpu-decode", action="store_true", help="decode JPEGs on the device too (implies --gpu-augment)")
     p.add_argument("--skip-official-above", type=int, default=IMAGENET + 1,
                    help="skip the full-sort column for pools larger than this (it is slow on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the methods' backbones and heads")
@@ -223,6 +226,7 @@ def main(argv=None) -> int:
     p.add_argument("--cell", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.passthrough = [x for x in (argv if argv is not None else sys.argv[1:])]
+    a.gpu_augment = a.gpu_augment or a.gpu_decode
 
     if a.cell:
         spec = json.loads(a.cell)
@@ -263,7 +267,7 @@ def main(argv=None) -> int:
     pipe = run_cell(a, {"kind": "pipeline", "synthetic": False})
     pure = run_cell(a, {"kind": "pipeline", "synthetic": True})
     print(f"\n(b) pretraining throughput, images/s (MoCo ring, {a.pipeline_dataset}, {a.workers} workers, "
-          f"gpu_augment={a.gpu_augment})")
+          f"gpu_augment={a.gpu_augment}, gpu_decode={a.gpu_decode}, compile={a.compile})")
     if "error" in pipe or "error" in pure:
         print(f"  failed: {pipe.get('error') or pure.get('error')}")
     else:

@@ -37,6 +37,7 @@ class DataConfig:
     augment: str = "moco_v2"        # moco_v2 | ring (the official Ring code's recipe) | cmc (crop + flip)
     workers: int = at_least(2, 0)
     gpu_augment: bool = False       # photometric augmentation batched on the training device (kornia)
+    gpu_decode: bool = False        # JPEG decode, crop and flip on the device too (image folders; needs gpu_augment)
     verify_checksums: bool = True   # torchvision's md5 checks; tests write tiny files and turn them off
     limit: int = at_least(0, 0, "0 = all images")  # use only the first N training images; for smoke tests
 
@@ -320,6 +321,9 @@ def validate(cfg: Config, source: str = "config", sources: dict | None = None) -
     if any(m < 0 for m in cfg.optim.milestones):
         raise ConfigError(f"{where('optim.milestones')}: key 'optim.milestones' = {cfg.optim.milestones!r}, "
                           f"expected a list of epochs (integers >= 0)")
+    if cfg.data.gpu_decode and not cfg.data.gpu_augment:
+        raise ConfigError(f"{where('data.gpu_decode')}: key 'data.gpu_decode' = true needs data.gpu_augment = true "
+                          f"(decoded views are uint8 crops that DeviceAugment finishes)")
     if cfg.negatives.neighbor_views and (cfg.negatives.sampler != "ring" or cfg.method.name == "la"
                                          or cfg.negatives.estimate):
         raise ConfigError(f"{where('negatives.neighbor_views')}: key 'negatives.neighbor_views' = true needs "

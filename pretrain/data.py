@@ -174,12 +174,17 @@ def blur_kernel(size: int) -> int:
     return int(0.1 * size) // 2 * 2 + 1
 
 
+def random_crop(size: int) -> v2.RandomResizedCrop:
+    """The pretraining crop of every recipe (also drawn by pretrain.device_decode's workers)."""
+    return v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True)
+
+
 def train_transform(recipe: str, size: int, on_device: bool = False) -> v2.Compose:
     """One augmented view. Both recipes crop with scale (0.2, 1) as in the papers.
 
     on_device: only crop and flip here, returning uint8; pretrain.device_augment does the rest
     of the recipe batched on the training device."""
-    crop = v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True)
+    crop = random_crop(size)
     if recipe not in ("moco_v2", "ring", "cmc"):
         raise ValueError(f"unknown augmentation recipe {recipe!r}, expected moco_v2, ring or cmc")
     if on_device:
@@ -208,7 +213,7 @@ def eval_transform(size: int, native: int | None) -> v2.Compose:
 # ---------------------------------------------------------------- reproducible batches
 
 @contextlib.contextmanager
-def _seeded(seed: int):
+def seeded(seed: int):
     # fork only the CPU generator: transforms run on CPU; forking CUDA ones costs a sync
     state = torch.get_rng_state()
     torch.manual_seed(seed)
@@ -236,7 +241,7 @@ class Views(Dataset):
     def __getitem__(self, key):
         index, seed = key if isinstance(key, tuple) else (key, None)
         img, target = self.base[index]
-        with _seeded(seed) if seed is not None else contextlib.nullcontext():
+        with seeded(seed) if seed is not None else contextlib.nullcontext():
             views = [self.transform(img) for _ in range(self.n_views)]
         return views, target, index
 

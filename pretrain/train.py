@@ -18,7 +18,7 @@ from tqdm import tqdm
 
 from pretrain import checkpoint as ckpt
 from pretrain import config as config_mod
-from pretrain import data, distributed, methods, records
+from pretrain import data, device_decode, distributed, methods, records
 from pretrain.device_augment import DeviceAugment
 from pretrain.devices import pick_device
 from pretrain.knn import features, knn_predict, topk_accuracy
@@ -77,8 +77,11 @@ class Trainer:
         self.method = methods.build(cfg, len(base), self.sampler).to(self.device)
         self.method.set_labels(data.targets(base).to(self.device))  # for the false-negative diagnostic
         self._set_precision()
-        views = data.Views(base, data.train_transform(cfg.data.augment, cfg.data.image_size, cfg.data.gpu_augment),
-                           self.method.views)
+        if cfg.data.gpu_decode:  # workers read files and draw crops; the device decodes (docs/design.md §6)
+            views = device_decode.EncodedViews(base, cfg.data.image_size, self.method.views, cfg.data.dataset)
+        else:
+            views = data.Views(base, data.train_transform(cfg.data.augment, cfg.data.image_size, cfg.data.gpu_augment),
+                               self.method.views)
         self.device_augment = (DeviceAugment(cfg.data.augment, cfg.data.image_size).to(self.device)
                                if cfg.data.gpu_augment else None)
         self.order = data.EpochSampler(len(views), cfg.optim.batch_size, cfg.train.seed, rank=self.rank, world=self.world)
@@ -89,6 +92,7 @@ class Trainer:
         self.loader = DataLoader(views, batch_size=self.local_batch, sampler=self.order, drop_last=True,
                                  num_workers=cfg.data.workers, pin_memory=self.device.type == "cuda",
                                  persistent_workers=cfg.data.workers > 0,
+                                 collate_fn=device_decode.collate if cfg.data.gpu_decode else None,
                                  # its own generator: creating an iterator must not draw from the
                                  # global RNG, or a run resumed mid-epoch would shift that stream
                                  generator=torch.Generator().manual_seed(cfg.train.seed))
@@ -128,8 +132,11 @@ class Trainer:
                     enc.backbone.compile()
                     enc.head.compile()
 
-    def _inputs(self, views: list[torch.Tensor]) -> list[torch.Tensor]:
-        views = [v.to(self.device, non_blocking=True) for v in views]
+    def _inputs(self, views) -> list[torch.Tensor]:
+        if self.cfg.data.gpu_decode:  # (encoded files, crop windows) -> uint8 views on the device
+            views = device_decode.decode_views(*views, self.cfg.data.image_size, self.device)
+        else:
+            views = [v.to(self.device, non_blocking=True) for v in views]
         if self.device_augment is not None:
             views = [self.device_augment(v) for v in views]
         if self.channels_last:

@@ -152,6 +152,41 @@ def test_exact_resume_mid_epoch(tmp_path, method, sampler, device_path):
     assert [s for s in steps if s <= 8] == sorted(s for s in steps if s <= 8) and steps.count(6) == 1
 
 
+@pytest.mark.slow
+def test_compiled_training_keeps_checkpoints_and_resumes_exactly(tmp_path, monkeypatch):
+    """train.compile: the backbones and heads compiled in place train as the eager ones, save
+    the same checkpoint keys, and resume bit for bit. torch.compile's capture and autograd run
+    here; its code generator is swapped for aot_eager (Inductor takes minutes to build a ResNet
+    on CPU, and generating kernels is torch's own job)."""
+    compile_module = torch.nn.Module.compile
+    calls = []
+
+    def aot_eager(self, *args, **kwargs):
+        calls.append(type(self).__name__)
+        return compile_module(self, *args, backend="aot_eager", **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "compile", aot_eager)
+    torch._dynamo.reset()
+    common = ["method.name=moco", "negatives.sampler=ring", "data.limit=64", "optim.epochs=2", "model.bn_splits=2"]
+    assert pretrain(tmp_path, "eager", *common) == 0
+    assert pretrain(tmp_path, "compiled", *common, "train.compile=true", "train.ckpt_every=1", "train.keep_last=100") == 0
+    assert calls == ["ResNet", "Sequential"] * 2  # query and key encoders: backbone, head
+    # whole graphs, forward and backward: nothing falls back to Python mid-network
+    assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
+    eager, compiled = weights(tmp_path / "runs/eager/final.pt"), weights(tmp_path / "runs/compiled/final.pt")
+    assert eager.keys() == compiled.keys()  # compiled in place: no _orig_mod. prefixes
+    assert all(torch.allclose(eager[k].float(), compiled[k].float(), atol=1e-3) for k in eager)
+    run = tmp_path / "runs" / "compiled"
+    for f in (run / "checkpoints").glob("ckpt_step*.pt"):
+        if int(f.stem[9:]) > 2:
+            f.unlink()
+    (run / "final.pt").unlink()
+    assert pretrain(tmp_path, "compiled", *common, "train.compile=true", "train.ckpt_every=1", "train.keep_last=100",
+                    resume="auto") == 0
+    resumed = weights(run / "final.pt")
+    assert all(torch.equal(compiled[k], resumed[k]) for k in compiled)
+
+
 def test_resume_refuses_a_changed_config(tmp_path, capsys):
     assert pretrain(tmp_path, "r", "optim.epochs=1", "data.limit=64") == 0
     assert pretrain(tmp_path, "r", "optim.epochs=2", "data.limit=64", "optim.lr=0.5", resume="auto") == 2

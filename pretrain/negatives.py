@@ -286,6 +286,7 @@ class NegativeSampler:
         lo, hi = band_limits(sim.shape[1] - (exclude is not None), *self.fractions(epoch))
         count = m.sum(1)
         off = (2 * count < hi - lo) | (count > 2 * (hi - lo))
+        # (reading `off` is a host sync, the one left in a ring path: no preset masks estimated)
         if off.any():
             rows = off.nonzero().flatten()
             exact = self.band(sim[rows], None if exclude is None else exclude[rows], epoch)

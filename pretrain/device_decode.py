@@ -83,12 +83,29 @@ def collate(batch):
     return (list(encoded), torch.stack(windows)), torch.tensor(targets), torch.tensor(index)
 
 
+def decode(encoded: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+    """RGB images (3, H, W) on `device`: one batched decode. nvJPEG refuses some files that a CPU
+    decoder reads (DALI reports a few ImageNet files on A100 hardware decoding), and one such
+    file fails the whole batch: then file by file, and a file the device still refuses on the CPU."""
+    try:
+        return torchvision.io.decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return [_decode_one(e, device) for e in encoded]
+
+
+def _decode_one(encoded: torch.Tensor, device: torch.device) -> torch.Tensor:
+    try:
+        return torchvision.io.decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    except RuntimeError:
+        return torchvision.io.decode_jpeg(encoded, mode=ImageReadMode.RGB).to(device)
+
+
 @torch.no_grad()
 def decode_views(encoded: list[torch.Tensor], windows: torch.Tensor, size: int,
                  device: torch.device) -> list[torch.Tensor]:
     """Decode a batch on `device` and cut its views: n_views uint8 batches (B, 3, size, size).
     `windows` stays on the host: reading it costs no device sync."""
-    images = torchvision.io.decode_jpeg(encoded, mode=ImageReadMode.RGB, device=device)
+    images = decode(encoded, device)
     views = []
     for v in range(windows.shape[1]):
         out = torch.empty(len(images), 3, size, size, dtype=torch.uint8, device=device)

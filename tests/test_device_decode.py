@@ -54,6 +54,25 @@ def test_decoded_views_are_the_cpu_recipes_views(photos):
     assert (other.int() - cpu[(0, 100)][0][0].as_subclass(torch.Tensor).int()).abs().float().mean() > 5
 
 
+def test_a_file_the_device_decoder_refuses_is_decoded_on_the_cpu(photos, monkeypatch):
+    """One file nvJPEG refuses fails its whole batch: the batch is then decoded file by file,
+    and that file on the CPU. Here the stand-in device decoder refuses batches and one file."""
+    files = [torch.frombuffer(bytearray(open(p, "rb").read()), dtype=torch.uint8) for p, _ in photos.samples[:3]]
+    expected = torchvision.io.decode_jpeg(files, mode=torchvision.io.ImageReadMode.RGB)
+    real, calls = torchvision.io.decode_jpeg, []
+
+    def device_decoder(data, mode, device="cpu"):
+        calls.append("batch" if isinstance(data, list) else ("cpu" if device == "cpu" else "file"))
+        if isinstance(data, list) or (data is files[1] and device != "cpu"):
+            raise RuntimeError("nvjpegDecode failed")
+        return real(data, mode=mode, device=device)
+
+    monkeypatch.setattr(torchvision.io, "decode_jpeg", device_decoder)
+    decoded = device_decode.decode(files, torch.device("cpu:0"))
+    assert calls == ["batch", "file", "file", "cpu", "file"]
+    assert all(torch.equal(a, b) for a, b in zip(decoded, expected))
+
+
 def test_pretraining_decodes_on_the_device(tmp_path):
     formats.write_imagefolder(tmp_path / "imagenet", per_class=12, size=48)
     args = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]

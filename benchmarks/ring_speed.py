@@ -52,6 +52,7 @@ def cfg_for(a, method: str, negatives: str, pool: int):
     sets = [f"method.name={method}", f"model.arch={a.arch}", f"model.cifar_stem={a.image_size <= 64}",
             f"optim.batch_size={a.batch}", f"negatives.num={a.k}", f"train.device={a.device}",
             f"train.precision={a.precision}", f"data.image_size={a.image_size}", f"train.compile={a.compile}",
+            f"train.compile_mode={a.compile_mode}",
             f"negatives.sampler={'uniform' if negatives == 'uniform' else 'ring'}",
             f"negatives.estimate={a.estimate if negatives == 'ring_est' else 0}"]
     if method == "moco":
@@ -133,9 +134,11 @@ def cell_reference(a, compiled: bool) -> dict:
     g = torch.Generator().manual_seed(0)
     x = torch.randn(a.batch, 3, a.image_size, a.image_size, generator=g).to(device)
     y = torch.randint(1000, (a.batch,), generator=g).to(device)
-    run = torch.compile(net) if compiled else net
+    run = torch.compile(net, mode=a.compile_mode) if compiled else net
 
     def step():
+        if compiled and a.compile_mode != "default":
+            torch.compiler.cudagraph_mark_step_begin()  # as Trainer.train_step
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             loss = nn.functional.cross_entropy(run(x), y)
         opt.zero_grad(set_to_none=True)
@@ -156,7 +159,8 @@ def cell_pipeline(a, synthetic: bool) -> dict:
             f"data.dataset={a.pipeline_dataset}", f"data.root={a.data_root}", f"data.image_size={a.image_size}",
             f"data.workers={a.workers}", f"data.gpu_augment={a.gpu_augment}",
             # the pure cell's inputs are decoded views already on the device
-            f"data.gpu_decode={a.gpu_decode and not synthetic}", f"train.compile={a.compile}", "method.moco.queue_size=4096",
+            f"data.gpu_decode={a.gpu_decode and not synthetic}", f"train.compile={a.compile}",
+            f"train.compile_mode={a.compile_mode}", "method.moco.queue_size=4096",
             "negatives.sampler=ring", "train.knn_every=0", "model.bn_splits=1"]
     with tempfile.TemporaryDirectory() as tmp:
         t = Trainer(config.load(None, sets), tmp)
@@ -221,6 +225,8 @@ def main(argv=None) -> int:
     p.add_argument("--skip-official-above", type=int, default=IMAGENET + 1,
                    help="skip the full-sort column for pools larger than this (it is slow on CPU)")
     p.add_argument("--compile", action="store_true", help="torch.compile the methods' backbones and heads")
+    p.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                   help="torch.compile's mode for --compile (train.compile_mode) and the compiled reference")
     p.add_argument("--peak-tflops", type=float, help="the device's peak for MFU (default: known GPUs' bf16 dense peak)")
     p.add_argument("--skip-reference-compile", action="store_true", help="no compiled reference (slow to build on CPU)")
     p.add_argument("--cell", help=argparse.SUPPRESS)

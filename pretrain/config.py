@@ -115,6 +115,8 @@ class TrainConfig:
     tensorboard: bool = True        # TensorBoard event files beside log.jsonl (tensorboard --logdir runs)
     compile: bool = False           # torch.compile the backbones and heads (in place; off until a GPU
                                     # measurement shows it wins: benchmarks/ring_speed.py)
+    compile_mode: str = "default"   # torch.compile's mode: default | reduce-overhead | max-autotune (both
+                                    # of the last replay CUDA graphs; the step has static shapes, no host sync)
     fused_optimizer: str = "auto"   # auto (fused SGD on CUDA) | on | off
 
 
@@ -141,6 +143,7 @@ CHOICES = {  # a tuple, or a registry (pretrain/registry.py) whose names are the
     "optim.schedule": ("step", "cosine"),
     "train.device": ("auto", "cpu", "cuda"),
     "train.fused_optimizer": ("auto", "on", "off"),
+    "train.compile_mode": ("default", "reduce-overhead", "max-autotune"),
 }
 
 # Keys of configs written before each method had its own settings: still read, moved here.

@@ -29,7 +29,7 @@ from pretrain.negatives import NegativeSampler
 # keys that may differ between a checkpoint and the command that resumes it
 RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "train.keep_last",
                      "train.knn_every", "data.workers", "data.root", "train.device", "train.tensorboard",
-                     "train.compile", "train.fused_optimizer")
+                     "train.compile", "train.compile_mode", "train.fused_optimizer")
 
 
 class TrainingError(RuntimeError):
@@ -129,8 +129,8 @@ class Trainer:
         if self.cfg.train.compile:  # in place: parameter names, and so checkpoints, are unchanged
             for enc in self.method.modules():
                 if isinstance(enc, Encoder):
-                    enc.backbone.compile()
-                    enc.head.compile()
+                    enc.backbone.compile(mode=self.cfg.train.compile_mode)
+                    enc.head.compile(mode=self.cfg.train.compile_mode)
 
     def _inputs(self, views) -> list[torch.Tensor]:
         if self.cfg.data.gpu_decode:  # (encoded files, crop windows) -> uint8 views on the device
@@ -265,6 +265,8 @@ class Trainer:
         recorded, with its step, in `_bad` on the device, and `check()` (at log steps, before
         every checkpoint) turns it into an error. The steps in between may train on it, but no
         checkpoint is written after it: the last good one stays the newest."""
+        if self.cfg.train.compile and self.cfg.train.compile_mode != "default":
+            torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten
         views = self._inputs(views)
         loss, metrics = self.model(views, index.to(self.device), progress)
         flags = torch.stack([~torch.isfinite(loss.detach()), self.sampler.empty])

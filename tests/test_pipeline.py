@@ -159,18 +159,22 @@ def test_compiled_training_keeps_checkpoints_and_resumes_exactly(tmp_path, monke
     here; its code generator is swapped for aot_eager (Inductor takes minutes to build a ResNet
     on CPU, and generating kernels is torch's own job)."""
     compile_module = torch.nn.Module.compile
-    calls = []
+    calls, marks = [], []
 
-    def aot_eager(self, *args, **kwargs):
-        calls.append(type(self).__name__)
-        return compile_module(self, *args, backend="aot_eager", **kwargs)
+    def aot_eager(self, mode=None):
+        calls.append((type(self).__name__, mode))
+        return compile_module(self, backend="aot_eager")  # (a mode is Inductor's)
 
     monkeypatch.setattr(torch.nn.Module, "compile", aot_eager)
     torch._dynamo.reset()
     common = ["method.name=moco", "negatives.sampler=ring", "data.limit=64", "optim.epochs=2", "model.bn_splits=2"]
     assert pretrain(tmp_path, "eager", *common) == 0
-    assert pretrain(tmp_path, "compiled", *common, "train.compile=true", "train.ckpt_every=1", "train.keep_last=100") == 0
-    assert calls == ["ResNet", "Sequential"] * 2  # query and key encoders: backbone, head
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: marks.append(1))
+    compiled_run = [*common, "train.compile=true", "train.compile_mode=reduce-overhead", "train.ckpt_every=1",
+                    "train.keep_last=100"]
+    assert pretrain(tmp_path, "compiled", *compiled_run) == 0
+    # query and key encoders: backbone, head; CUDA graphs told where each of the 4 steps begins
+    assert calls == [("ResNet", "reduce-overhead"), ("Sequential", "reduce-overhead")] * 2 and len(marks) == 4
     # whole graphs, forward and backward: nothing falls back to Python mid-network
     assert not torch._dynamo.utils.counters["graph_break"], dict(torch._dynamo.utils.counters["graph_break"])
     eager, compiled = weights(tmp_path / "runs/eager/final.pt"), weights(tmp_path / "runs/compiled/final.pt")
@@ -181,8 +185,7 @@ def test_compiled_training_keeps_checkpoints_and_resumes_exactly(tmp_path, monke
         if int(f.stem[9:]) > 2:
             f.unlink()
     (run / "final.pt").unlink()
-    assert pretrain(tmp_path, "compiled", *common, "train.compile=true", "train.ckpt_every=1", "train.keep_last=100",
-                    resume="auto") == 0
+    assert pretrain(tmp_path, "compiled", *compiled_run, resume="auto") == 0
     resumed = weights(run / "final.pt")
     assert all(torch.equal(compiled[k], resumed[k]) for k in compiled)
 

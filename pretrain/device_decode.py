@@ -10,7 +10,8 @@ the rest of the recipe. Workers then spend their time on file reads, not on the 
 bounds a CPU pipeline at ImageNet resolution.
 
 Files the device decoder cannot take (not JPEG, or CMYK JPEG; in ImageNet's train set one PNG
-and 22 CMYK files) are decoded by PIL in the worker and re-encoded as RGB JPEG (quality 100, no chroma subsampling).
+and 22 CMYK files) are decoded by PIL in the worker and re-encoded as RGB JPEG (quality 100, no
+chroma subsampling).
 """
 from __future__ import annotations
 
@@ -40,14 +41,15 @@ def files(base: Dataset, name: str) -> list[tuple[str, int]]:
 
 
 def _device_readable(raw: bytes) -> tuple[bytes, Image.Image]:
-    """The file's bytes if the device decoder reads them, else an RGB JPEG of the image; and a
-    PIL image opened on them (only its header is read: the size is all the crop needs)."""
+    """The file's bytes if the device decoder reads them, else an RGB JPEG of the image; and the
+    PIL image opened on the file (for a device-readable one only its header is read: the size is
+    all the crop needs, and re-encoding keeps it)."""
     img = Image.open(io.BytesIO(raw))
     if img.format == "JPEG" and img.mode in ("RGB", "L"):
         return raw, img
     out = io.BytesIO()
     img.convert("RGB").save(out, format="JPEG", quality=100, subsampling=0)
-    return out.getvalue(), Image.open(io.BytesIO(out.getvalue()))
+    return out.getvalue(), img
 
 
 class EncodedViews(Dataset):

@@ -48,23 +48,24 @@ def identity(r: dict) -> dict:
     section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
     seed = section("train").get("seed", r.get("seed"))  # the pretraining seed is what varies a run
     method = r.get("method") or section("method").get("name") or "?"
-    negatives = r.get("negatives") or section("negatives").get("sampler") or "?"
+    neg = section("negatives")
+    anneal = neg.get("anneal")
+    negatives = r.get("negatives") or neg.get("sampler") or "?"
     baseline = r.get("baseline_sampler") or LEGACY_BASELINES.get(method, "uniform")
     return {
         "run": r["run"],
         "method": method,
         "negatives": negatives,
-        "negatives_setting": "" if negatives == baseline else negatives_setting(section("negatives")),
+        "negatives_setting": "" if negatives == baseline else negatives_setting(neg),
         "baseline": baseline,
         "seed": seed,
         "wall_s": number(r.get("wall_s")),
         "peak_rss_mb": number(r.get("peak_rss_mb")),
         "peak_cuda_mb": number(r.get("peak_cuda_mb")),
         # the sweep's axes (docs/design.md §9), for the figure of the difference against ring width
-        "ring_outer": number(section("negatives").get("outer")) if negatives != baseline else math.nan,
-        "ring_anneal": (section("negatives").get("anneal") or {}).get("schedule", "none")
-        if isinstance(section("negatives").get("anneal"), dict) else "none",
-        "ring_neighbour_views": bool(section("negatives").get("neighbor_views", False)),
+        "ring_outer": number(neg.get("outer")) if negatives != baseline else math.nan,
+        "ring_anneal": anneal.get("schedule", "none") if isinstance(anneal, dict) else "none",
+        "ring_neighbour_views": bool(neg.get("neighbor_views", False)),
     }
 
 

@@ -73,15 +73,19 @@ def test_a_file_the_device_decoder_refuses_is_decoded_on_the_cpu(photos, monkeyp
     assert all(torch.equal(a, b) for a, b in zip(decoded, expected))
 
 
+def pretrain(tmp_path, *sets) -> int:
+    args = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
+    for s in sets:
+        args += ["--set", s]
+    return pretrain_main(args)
+
+
 def test_pretraining_decodes_on_the_device(tmp_path):
     formats.write_imagefolder(tmp_path / "imagenet", per_class=12, size=48)
-    args = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
-    for s in ["name=decoded", "data.dataset=imagenet", f"data.root={tmp_path}", "data.image_size=32",
-              "data.gpu_augment=true", "data.gpu_decode=true", "data.workers=0", "data.verify_checksums=false",
-              "optim.batch_size=12", "optim.epochs=1", "model.feat_dim=16", "negatives.sampler=ring",
-              "negatives.num=8", "train.knn_every=0", "train.log_every=1", "model.cifar_stem=true"]:
-        args += ["--set", s]
-    assert pretrain_main(args) == 0
+    assert pretrain(tmp_path, "name=decoded", "data.dataset=imagenet", f"data.root={tmp_path}", "data.image_size=32",
+                    "data.gpu_augment=true", "data.gpu_decode=true", "data.workers=0", "data.verify_checksums=false",
+                    "optim.batch_size=12", "optim.epochs=1", "model.feat_dim=16", "negatives.sampler=ring",
+                    "negatives.num=8", "train.knn_every=0", "train.log_every=1", "model.cifar_stem=true") == 0
     assert (tmp_path / "runs" / "decoded" / "final.pt").exists()
 
 
@@ -92,9 +96,6 @@ def test_pretraining_decodes_on_the_device(tmp_path):
      "image-folder dataset"),
 ])
 def test_gpu_decode_needs_device_augmentation_and_image_files(tmp_path, capsys, sets, message):
-    args = ["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
-    for s in ["name=bad", "data.dataset=photo_patches", "data.limit=64", "data.workers=0", *sets]:
-        args += ["--set", s]
-    assert pretrain_main(args) == 2
+    assert pretrain(tmp_path, "name=bad", "data.dataset=photo_patches", "data.limit=64", "data.workers=0", *sets) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err

@@ -68,12 +68,57 @@ def baseline_sampler(method: str | None) -> str | None:
     return METHODS[method].baseline_sampler if method in METHODS else None
 
 
+# What cannot change the trained model (docs/design.md §11): names and paths, data-loading
+# workers, where and how fast it ran (device, compilation, fused kernels, memory layout), and the
+# cadence of logs, monitors and checkpoints. The seed is left out too: runs that differ only in it
+# are the samples of one table cell.
+NOT_IDENTITY = ("name", "data.root", "data.workers", "data.verify_checksums", "train.seed", "train.device",
+                "train.log_every", "train.ckpt_every", "train.keep_last", "train.knn_every", "train.knn_k",
+                "train.knn_t", "train.tensorboard", "train.compile", "train.compile_mode", "train.fused_optimizer",
+                "train.channels_last")
+
+
+def flatten(tree: dict, prefix: str = "") -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def model_identity(config: dict | None, method: str | None = None, negatives: str | None = None) -> dict | None:
+    """The model a pretraining config trains, as flat keys: the whole resolved config minus
+    NOT_IDENTITY and minus the sections of methods other than its own (every config carries
+    one per registered method). `method` and `negatives` fill in a config that does not name
+    them (hand-made records). None for a model of unknown config (a foreign checkpoint)."""
+    if not isinstance(config, dict):
+        return None
+    cfg = dict(config)
+    section = cfg.get("method") if isinstance(cfg.get("method"), dict) else {}
+    name = section.get("name", method)
+    cfg["method"] = {k: v for k, v in section.items() if not isinstance(v, dict) or k == name}
+    flat = {k: v for k, v in flatten(cfg).items() if k not in NOT_IDENTITY}
+    if name is not None:
+        flat.setdefault("method.name", name)
+    if negatives is not None:
+        flat.setdefault("negatives.sampler", negatives)
+    return dict(sorted(flat.items()))
+
+
+def fingerprint(identity: dict) -> str:
+    """A short, stable name of an identity (12 hex digits of its sha256)."""
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
 def make(run: str, stage: str, task: str, dataset: str, metrics: dict, config: dict, *,
          checkpoint: str | None = None, seed: int | None = None, wall_s: float | None = None,
          **extra) -> dict:
     """A record of `metrics` measured on the model that `config` (its pretraining config)
     describes; its provenance fields are read from that config."""
-    return {
+    record = {
         "schema": SCHEMA, "run": run, "stage": stage, "task": task, "dataset": dataset,
         "metrics": metrics, "checkpoint": str(checkpoint) if checkpoint else None,
         "checkpoint_sha256": sha256(checkpoint) if checkpoint else None,
@@ -81,6 +126,9 @@ def make(run: str, stage: str, task: str, dataset: str, metrics: dict, config: d
         "software": software(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **provenance(config), **extra,
     }
+    identity = model_identity(config, record.get("method"), record.get("negatives"))
+    record["identity"], record["fingerprint"] = identity, None if identity is None else fingerprint(identity)
+    return record
 
 
 def path_for(results: str | os.PathLike, record: dict) -> Path:

@@ -28,7 +28,11 @@ def main(argv=None) -> int:
         return 2
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        path = build(Path(args.results), Path(args.out))
+        try:
+            path = build(Path(args.results), Path(args.out))
+        except UserError as exc:  # records that cannot be compared as asked (tables.ReportError)
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"[reports] {path}")

@@ -32,8 +32,7 @@ def _save(fig, path: Path) -> Path:
 
 def hue_order(df: pd.DataFrame) -> list[str]:
     """Models in the tables' row order (IR, IR + Ring, MoCo, ...), so colours match across figures."""
-    return list(dict.fromkeys(tables.model_name(m, s, b, v) for m, s, b, v in
-                              zip(df["method"], df["negatives"], df["baseline"], df["negatives_setting"])))
+    return list(dict.fromkeys(tables.model_labels(df)))
 
 
 def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1") -> Path | None:
@@ -43,8 +42,7 @@ def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1")
     d = numbers[numbers["delta"].astype(bool) & (numbers["metric"] == metric)] if not numbers.empty else numbers
     if d.empty:
         return None
-    d = d.assign(model=[tables.model_name(m, s, b, v) for m, s, b, v in
-                        zip(d["method"], d["negatives"], d["baseline"], d["negatives_setting"])])
+    d = d.assign(model=tables.model_labels(d))
     models, evals = hue_order(d), list(dict.fromkeys(d["eval"]))
     colours = dict(zip(models, sns.color_palette(n_colors=len(models))))
     with sns.axes_style(**STYLE):
@@ -76,20 +74,20 @@ def delta_vs_width(numbers: pd.DataFrame, evals: pd.DataFrame, path: Path, metri
     d = numbers[numbers["delta"].astype(bool) & (numbers["metric"] == metric)] if not numbers.empty else numbers
     if d.empty:
         return None
-    axes_of = evals.drop_duplicates(tables.MODEL)[tables.MODEL + ["ring_outer", "ring_anneal", "ring_neighbour_views"]]
-    d = d.merge(axes_of, on=tables.MODEL, how="left").dropna(subset=["ring_outer"])
+    axes_of = evals.drop_duplicates("model_id")[["model_id", "ring_outer", "ring_anneal", "ring_neighbour_views"]]
+    d = d.merge(axes_of, on="model_id", how="left").dropna(subset=["ring_outer"])
     d = d[d["negatives"] == "ring"]
-    if d.empty or d.groupby(["method", "eval", "ring_anneal"])["ring_outer"].nunique().max() < 2:
+    if d.empty or d.groupby(["method", "variant", "eval", "ring_anneal"])["ring_outer"].nunique().max() < 2:
         return None
     d = d.assign(line=[("neighbour views" if nv else f"anneal: {a}") for a, nv in
                        zip(d["ring_anneal"], d["ring_neighbour_views"])])
-    panels = list(dict.fromkeys(zip(d["method"], d["eval"], d["dataset"])))
+    panels = list(dict.fromkeys(zip(d["method"], d["variant"], d["eval"], d["dataset"])))
     lines = sorted(d["line"].unique())
     colours = dict(zip(lines, sns.color_palette(n_colors=len(lines))))
     with sns.axes_style(**STYLE):
         fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.2), squeeze=False, layout="constrained")
-        for ax, (method, ev, dataset) in zip(axes[0], panels):
-            sub = d[(d["method"] == method) & (d["eval"] == ev) & (d["dataset"] == dataset)]
+        for ax, (method, variant, ev, dataset) in zip(axes[0], panels):
+            sub = d[(d["method"] == method) & (d["variant"] == variant) & (d["eval"] == ev) & (d["dataset"] == dataset)]
             for k, line in enumerate(lines):
                 rows = sub[sub["line"] == line].sort_values("ring_outer")
                 if rows.empty:
@@ -101,7 +99,8 @@ def delta_vs_width(numbers: pd.DataFrame, evals: pd.DataFrame, path: Path, metri
                             linestyle="none" if line == "neighbour views" else "-", label=line)
             ax.axhline(0, color="k", linewidth=0.8)
             ax.set_xscale("log")
-            ax.set(title=f"{tables.method_name(method)}, {dataset}, {ev}", xlabel="ring outer width (fraction of the pool)",
+            ax.set(title=", ".join(filter(None, (tables.method_name(method), variant, dataset, ev))),
+                   xlabel="ring outer width (fraction of the pool)",
                    ylabel=f"{metric} (points): ring − baseline")
         axes[0][-1].legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
         fig.suptitle("The sweep: Ring − the method's own negatives against ring width, paired by seed\n"
@@ -124,8 +123,7 @@ def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
     long = long.dropna(subset=["epoch", "value"])
     if long.empty:
         return None
-    long["model"] = [tables.model_name(m, s, b, v) for m, s, b, v in
-                     zip(long["method"], long["negatives"], long["baseline"], long["negatives_setting"])]
+    long["model"] = tables.model_labels(long)
     rows = [m for m in ("loss", "kNN top-1 (%)") if m in set(long["metric"])]
     with sns.axes_style(**STYLE):
         # markers only on the sparse kNN points (a 200-epoch loss curve has thousands)

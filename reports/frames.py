@@ -3,21 +3,26 @@
 Readers are defensive: harnesses are written by different people and at different times, so
 each reader documents the record shape it expects, accepts the obvious variants, and skips
 (with a warning naming the file) a record it cannot read rather than crash the report.
-Every frame carries the identity columns in `IDENTITY` (method, negative sampler, seed and
-the record's cost: wall-clock seconds and peak memory).
+Every frame carries the identity columns in `IDENTITY`: the model (`model_id`, the fingerprint
+of its whole pretraining config less the seed and what cannot change the model; `pair_id`, the
+same less the `negatives` section: docs/design.md §11), method, negative sampler, seed, whether
+the checkpoint it measured has changed since (`stale`), and the record's cost.
 """
 from __future__ import annotations
 
 import math
 import re
 import warnings
+from pathlib import Path
 
 import pandas as pd
 
+from pretrain import records
 from pretrain.records import ReportWarning
 
-IDENTITY = ["run", "method", "negatives", "negatives_setting", "baseline", "seed", "wall_s", "peak_rss_mb",
-            "peak_cuda_mb", "ring_outer", "ring_anneal", "ring_neighbour_views"]
+IDENTITY = ["run", "model_id", "pair_id", "model_config", "method", "negatives", "negatives_setting", "baseline",
+            "seed", "stale", "wall_s", "peak_rss_mb", "peak_cuda_mb", "ring_outer", "ring_anneal",
+            "ring_neighbour_views"]
 # Records written before they named the method's baseline sampler: every method's baseline
 # was uniform negatives except Local Aggregation's (its k nearest bank rows, `ball`).
 LEGACY_BASELINES = {"la": "ball"}
@@ -43,6 +48,13 @@ def skip(record: dict, why: str) -> None:
     warnings.warn(f"skipping results record {record.get('_path', record.get('run'))}: {why}", ReportWarning)
 
 
+def model_of(r: dict) -> dict:
+    """The record's model as flat config keys (records.model_identity), computed from its
+    `config` (so records of every version agree); a model of unknown config is its run."""
+    found = records.model_identity(r.get("config"), r.get("method"), r.get("negatives"))
+    return {"run": r.get("run")} if found is None else found
+
+
 def identity(r: dict) -> dict:
     cfg = r.get("config") if isinstance(r.get("config"), dict) else {}
     section = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
@@ -52,13 +64,18 @@ def identity(r: dict) -> dict:
     anneal = neg.get("anneal")
     negatives = r.get("negatives") or neg.get("sampler") or "?"
     baseline = r.get("baseline_sampler") or LEGACY_BASELINES.get(method, "uniform")
+    model = model_of(r)
     return {
         "run": r["run"],
+        "model_id": records.fingerprint(model),
+        "pair_id": records.fingerprint({k: v for k, v in model.items() if not k.startswith("negatives.")}),
+        "model_config": model,
         "method": method,
         "negatives": negatives,
         "negatives_setting": "" if negatives == baseline else negatives_setting(neg),
         "baseline": baseline,
         "seed": seed,
+        "stale": stale(r),
         "wall_s": number(r.get("wall_s")),
         "peak_rss_mb": number(r.get("peak_rss_mb")),
         "peak_cuda_mb": number(r.get("peak_cuda_mb")),
@@ -67,6 +84,48 @@ def identity(r: dict) -> dict:
         "ring_anneal": anneal.get("schedule", "none") if isinstance(anneal, dict) else "none",
         "ring_neighbour_views": bool(neg.get("neighbor_views", False)),
     }
+
+
+_HASHES: dict = {}
+
+
+def stale(r: dict) -> bool:
+    """Whether the checkpoint the record measured still exists but no longer matches the
+    record's sha256 (retrained or overwritten since): its numbers describe another model. A
+    relative path is looked up from here, then beside the results directory."""
+    path, want = r.get("checkpoint"), r.get("checkpoint_sha256")
+    if not (isinstance(path, str) and path and isinstance(want, str)):
+        return False
+    candidates = [Path(path)]
+    if not Path(path).is_absolute() and len(Path(r.get("_path") or "").parents) > 3:
+        candidates.append(Path(r["_path"]).parents[3] / path)  # <root>/results/<run>/<stage>/<task>.json
+    found = next((p for p in candidates if p.is_file()), None)
+    if found is None:
+        return False  # gone: nothing to compare with
+    key = (str(found.resolve()), found.stat().st_mtime_ns, found.stat().st_size)
+    if key not in _HASHES:
+        _HASHES[key] = records.sha256(found)
+    return _HASHES[key] != want
+
+
+def latest(recs: list[dict]) -> list[dict]:
+    """Records with one model, pretraining seed, stage and task are copies or reruns of one
+    measurement: the newest (by its date) counts, and a warning names both. Without this a
+    copied record would count as another seed."""
+    newest: dict = {}
+    for r in recs:
+        ident = identity(r)
+        key = (ident["model_id"], str(ident["seed"]), r.get("stage"), r.get("task"), r.get("dataset"))
+        if key not in newest:
+            newest[key] = r
+            continue
+        old = newest[key]
+        keep, drop = (r, old) if str(r.get("date") or "") >= str(old.get("date") or "") else (old, r)
+        warnings.warn(f"results records {drop.get('_path', drop.get('run'))} and {keep.get('_path', keep.get('run'))} "
+                      f"measure one model (seed {ident['seed']}, task {r.get('task')}): the newer, "
+                      f"{keep.get('_path', keep.get('run'))}, counts", ReportWarning)
+        newest[key] = keep
+    return list(newest.values())
 
 
 def negatives_setting(neg: dict) -> str:

@@ -69,7 +69,9 @@ def training_logs(pre: pd.DataFrame, results: Path) -> pd.DataFrame:
         df = read(path, r["run"])
         if not df.empty:
             frames.append(df.assign(method=r["method"], negatives=r["negatives"], baseline=r["baseline"],
-                                    negatives_setting=r["negatives_setting"], dataset=r["dataset"], seed=r["seed"]))
+                                    negatives_setting=r["negatives_setting"], variant=r.get("variant", ""),
+                                    dataset=r["dataset"], seed=r["seed"]))
     if not frames:
-        return pd.DataFrame(columns=COLUMNS + ["method", "negatives", "baseline", "negatives_setting", "dataset", "seed"])
+        return pd.DataFrame(columns=COLUMNS + ["method", "negatives", "baseline", "negatives_setting", "variant",
+                                               "dataset", "seed"])
     return pd.concat(frames, ignore_index=True)

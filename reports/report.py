@@ -71,8 +71,8 @@ def main_table(evals: pd.DataFrame, metric: str, pre: pd.DataFrame) -> tables.Ta
 
 
 def compose(results: Path, out: Path) -> Report:
-    recs = records.load_all(results)
-    evals, pre = frames.evaluations(recs), frames.pretraining(recs)
+    recs = frames.latest(records.load_all(results))  # a copied or rerun record counts once
+    evals, pre = frames.evaluations(recs), tables.with_variants(frames.pretraining(recs), ["dataset"])
     md, det, toy = frames.metadataset(recs), frames.detection(recs), frames.toy_mi(recs)
     runs_logs = logs.training_logs(pre, results)
     rep = Report(out)

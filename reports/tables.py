@@ -8,12 +8,14 @@ by seed (reports/stats.py, scipy.stats).
 """
 from __future__ import annotations
 
+import json
 import math
 import zlib
 from dataclasses import dataclass
 
 import pandas as pd
 
+from pretrain.errors import UserError
 from pretrain.registry import METHODS, SAMPLERS
 from reports import frames, stats
 from reports.frames import evaluations  # noqa: F401  (kept importable from here)
@@ -54,18 +56,79 @@ def method_name(method: str) -> str:
     return METHOD_NAMES.get(method, method)
 
 
-def model_name(method: str, sampler: str, baseline: str = BASELINE, setting: str = "") -> str:
+def _extra(*parts: str) -> str:
+    shown = "; ".join(p for p in parts if p)
+    return f" ({shown})" if shown else ""
+
+
+def model_name(method: str, sampler: str, baseline: str = BASELINE, setting: str = "", variant: str = "") -> str:
     """'IR' for the method's own negatives (its baseline sampler), 'IR + Ring' otherwise, with
-    the sampler's settings where a table holds several; LA with the whole bank as background
-    is 'LA + Uniform (whole pool)', not LA."""
+    the sampler's settings where a table holds several, and the keys in which the method's rows
+    differ otherwise ('MoCo (queue 4,096)'); LA with the whole bank as background is 'LA +
+    Uniform (whole pool)', not LA."""
     base = method_name(method)
     if sampler == baseline:
-        return base
-    return f"{base} + {SAMPLER_NAMES.get(sampler, sampler)}" + (f" ({setting})" if setting else "")
+        return base + _extra(variant)
+    return f"{base} + {SAMPLER_NAMES.get(sampler, sampler)}" + _extra(setting, variant)
 
 
-def delta_name(method: str, sampler: str, setting: str = "") -> str:
-    return f"Δ {SAMPLER_NAMES.get(sampler, sampler)}{f' ({setting})' if setting else ''} ({method_name(method)})"
+def delta_name(method: str, sampler: str, setting: str = "", variant: str = "") -> str:
+    return f"Δ {SAMPLER_NAMES.get(sampler, sampler)}{_extra(setting)} ({', '.join(filter(None, (method_name(method), variant)))})"
+
+
+def model_labels(df: pd.DataFrame) -> list[str]:
+    """model_name of each row of a frame with the model columns (figures)."""
+    variants = df["variant"] if "variant" in df else [""] * len(df)
+    return [model_name(m, s, b, v, w) for m, s, b, v, w in
+            zip(df["method"], df["negatives"], df["baseline"], df["negatives_setting"], variants)]
+
+
+# The keys a row label already shows through the sampler and its setting (frames.negatives_setting).
+SAMPLER_KEYS = ("negatives.sampler", "negatives.outer", "negatives.inner", "negatives.anneal.schedule",
+                "negatives.anneal.epochs", "negatives.neighbor_views")
+KEY_NAMES = {"method.moco.queue_size": "queue", "optim.epochs": "epochs", "optim.batch_size": "batch",
+             "optim.lr": "lr", "data.image_size": "image size", "data.limit": "images", "negatives.num": "K",
+             "method.temperature": "t", "model.arch": "", "data.dataset": "pretrained on"}
+
+
+def describe(key: str, value) -> str:
+    """'queue 4,096', 'epochs 200', 'resnet50': one key of a model in a row label."""
+    if isinstance(value, bool):
+        text = "on" if value else "off"
+    elif isinstance(value, int):
+        text = f"{value:,}"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    elif isinstance(value, list):
+        text = "/".join(map(str, value))
+    else:
+        text = str(value)
+    name = KEY_NAMES.get(key, key.rsplit(".", 1)[-1].replace("_", " "))
+    return f"{name} {text}" if name else text
+
+
+def with_variants(df: pd.DataFrame, scope: list[str]) -> pd.DataFrame:
+    """df with a `variant` column: for each method, the keys in which its models differ among
+    the models sharing a cell (`scope`: the table's column, e.g. the dataset), shown on every
+    row of the method ('queue 4,096'), so that a row is one model (docs/design.md §11). Keys
+    the sampler's own label shows are left to it; models that would still read alike get their
+    fingerprint."""
+    if df.empty:
+        return df.assign(variant=pd.Series(dtype=str))
+    configs = dict(zip(df["model_id"], df["model_config"]))
+    varying: dict[str, set] = {}
+    for (method, *_), g in df.groupby(["method", *scope], sort=False):
+        models = [configs[i] for i in g["model_id"].unique()]
+        keys = set().union(*models) - set(SAMPLER_KEYS)
+        varying.setdefault(method, set()).update(
+            k for k in keys if len({json.dumps(m.get(k), sort_keys=True, default=str) for m in models}) > 1)
+    label = {i: ", ".join(describe(k, configs[i].get(k)) for k in sorted(varying.get(m, ())))
+             for i, m in zip(df["model_id"], df["method"])}
+    df = df.assign(variant=df["model_id"].map(label))
+    alike = df.groupby(MODEL + scope, sort=False)["model_id"].transform("nunique") > 1
+    df.loc[alike, "variant"] = [", ".join(filter(None, (v, f"config {i[:6]}")))
+                                for v, i in zip(df.loc[alike, "variant"], df.loc[alike, "model_id"])]
+    return df
 
 
 def dataset_name(dataset: str, pretrained_on: str | None = None) -> str:
@@ -93,32 +156,55 @@ def over_seeds(df: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     return df.groupby(keys, sort=False)[value].agg(mean="mean", std="std", n="count").reset_index()
 
 
-MODEL = ["method", "negatives", "negatives_setting"]  # what a row of a paper-layout table is
+MODEL = ["method", "variant", "negatives", "negatives_setting"]  # what a row of a paper-layout table is
+
+
+class ReportError(UserError):
+    """The records cannot be compared as asked (one line, naming the records)."""
+
+
+def baseline_of(df: pd.DataFrame, g: pd.DataFrame, column: str, col) -> pd.DataFrame:
+    """The runs of the one baseline model that `g` (the runs of one non-baseline model) is
+    compared with: same method, baseline sampler, cell and identity outside the `negatives`
+    section (docs/design.md §11). Empty where there is none; two such models are an error,
+    never averaged."""
+    first = g.iloc[0]
+    base = df[(df["method"] == first["method"]) & (df["negatives"] == first["baseline"]) & (df[column] == col)
+              & (df["pair_id"] == first["pair_id"])]
+    models = list(dict.fromkeys(base["model_id"]))
+    if len(models) > 1:
+        runs = [", ".join(sorted(set(base.loc[base["model_id"] == m, "run"]))) for m in models]
+        raise ReportError(f"{first['run']} ({first['method']}, {first['negatives']}) has {len(models)} baselines that "
+                          f"differ from it only in the negatives section: runs {runs[0]} and runs {runs[1]}; "
+                          f"move one aside (or give it other settings) to compare")
+    return base
 
 
 def cells(df: pd.DataFrame, column: str, value: str) -> pd.DataFrame:
     """The numbers of a paper-layout table: for each model and `column` value, the mean over
     seeds with its 95% interval and n (delta False); and for each non-baseline model the
-    difference to its method's baseline, paired by seed, with its own interval and n (delta
-    True). Columns: MODEL, baseline, delta, column, mean, low, high, n, seeds, includes_zero."""
+    difference to its own baseline model (baseline_of), paired by seed, with its own interval
+    and n (delta True). Columns: MODEL, baseline, delta, column, mean, low, high, n, seeds,
+    model_id, baseline_id, stale, includes_zero. `df` needs a `variant` column (with_variants)."""
     df = df.dropna(subset=[value])
     rows = []
     for key, g in df.groupby(MODEL + ["baseline", column], sort=False):
         mean, low, high, n = stats.mean_interval(g[value])
-        rows.append(dict(zip(MODEL + ["baseline", column], key), delta=False, mean=mean, low=low, high=high, n=n,
-                         seeds=sorted(g["seed"].dropna().astype(int).unique().tolist())))
-        method, negatives, _, baseline, col = key
-        if negatives == baseline:
+        common = dict(zip(MODEL + ["baseline", column], key), model_id=g["model_id"].iloc[0])
+        rows.append(dict(common, delta=False, mean=mean, low=low, high=high, n=n, baseline_id=None,
+                         seeds=sorted(g["seed"].dropna().astype(int).unique().tolist()), stale=bool(g["stale"].any())))
+        if common["negatives"] == common["baseline"]:
             continue
-        base = df[(df["method"] == method) & (df["negatives"] == baseline) & (df[column] == col)]
+        base = baseline_of(df, g, column, key[-1])
         ring_by_seed, base_by_seed = g.groupby("seed")[value].mean(), base.groupby("seed")[value].mean()
         seeds = sorted(set(ring_by_seed.index) & set(base_by_seed.index))
         if not seeds:
-            continue  # no pair shares a seed: no paired difference (never a bare difference of means)
+            continue  # no baseline model, or no pair shares a seed: no difference (never a bare difference of means)
         mean, low, high, n = stats.paired_interval(ring_by_seed[seeds], base_by_seed[seeds])
-        rows.append(dict(zip(MODEL + ["baseline", column], key), delta=True, mean=mean, low=low, high=high, n=n,
-                         seeds=[int(x) for x in seeds]))
-    out = pd.DataFrame(rows, columns=MODEL + ["baseline", "delta", column, "mean", "low", "high", "n", "seeds"])
+        rows.append(dict(common, delta=True, mean=mean, low=low, high=high, n=n, seeds=[int(x) for x in seeds],
+                         baseline_id=base["model_id"].iloc[0], stale=bool(g["stale"].any() or base["stale"].any())))
+    out = pd.DataFrame(rows, columns=MODEL + ["baseline", "delta", column, "mean", "low", "high", "n", "seeds",
+                                              "model_id", "baseline_id", "stale"])
     out["includes_zero"] = [bool(d) and stats.includes_zero(lo, hi) for d, lo, hi in zip(out["delta"], out["low"], out["high"])]
     return out.astype({"n": "Int64"})
 
@@ -128,28 +214,33 @@ def baselines(df: pd.DataFrame) -> dict:
     return dict(zip(df["method"], df["baseline"]))
 
 
-def model_rows(df: pd.DataFrame) -> list[tuple[str, str, str, bool]]:
-    """(method, sampler, setting, is_delta) in the paper's row order: IR, IR + Ring, Δ Ring (IR), MoCo, ..."""
+def model_rows(df: pd.DataFrame) -> list[tuple[str, str, str, str, bool]]:
+    """(method, variant, sampler, setting, is_delta) in the paper's row order: IR, IR + Ring,
+    Δ Ring (IR), MoCo, ...; a method's variants one after another (those with a Δ first), each
+    with its baseline first."""
     out, bases = [], baselines(df)
     for method in ordered(df["method"], METHOD_NAMES):
         base = bases[method]
         sub = df[df["method"] == method]
-        models = [(s, v) for s in ordered(sub["negatives"], (base, *SAMPLER_ORDER))
-                  for v in ordered(sub.loc[sub["negatives"] == s, "negatives_setting"])]
-        out += [(method, s, v, False) for s, v in models]
-        out += [(method, s, v, True) for s, v in models if s != base and
-                ((df["method"] == method) & (df["negatives"] == s) & (df["negatives_setting"] == v) & df["delta"]).any()]
+        compared = set(sub.loc[sub["delta"], "variant"])  # variants with a comparison first
+        for w in sorted(set(sub["variant"]), key=lambda w: (w not in compared, w)):
+            part = sub[sub["variant"] == w]
+            models = [(s, v) for s in ordered(part["negatives"], (base, *SAMPLER_ORDER))
+                      for v in ordered(part.loc[part["negatives"] == s, "negatives_setting"])]
+            out += [(method, w, s, v, False) for s, v in models]
+            out += [(method, w, s, v, True) for s, v in models if s != base and
+                    ((part["negatives"] == s) & (part["negatives_setting"] == v) & part["delta"]).any()]
     return out
 
 
 def row_labels(df: pd.DataFrame) -> dict:
-    """(method, sampler, setting, is_delta) -> its row label; a sampler's settings are named
-    only where the table holds several of them for one method."""
+    """(method, variant, sampler, setting, is_delta) -> its row label; a sampler's settings are
+    named only where the table holds several of them for one method."""
     bases, out = baselines(df), {}
-    for m, s, v, d in model_rows(df):
+    for m, w, s, v, d in model_rows(df):
         several = df.loc[(df["method"] == m) & (df["negatives"] == s), "negatives_setting"].nunique() > 1
         shown = v if several else ""
-        out[(m, s, v, d)] = delta_name(m, s, shown) if d else model_name(m, s, bases[m], shown)
+        out[(m, w, s, v, d)] = delta_name(m, s, shown, w) if d else model_name(m, s, bases[m], shown, w)
     return out
 
 
@@ -175,14 +266,19 @@ def spread(numbers: pd.DataFrame, columns: list, col_key: str, first_col: str = 
                 line[col] = single(hit)
             else:
                 line[col] = stats.mean_cell(hit["mean"], hit["low"], hit["high"], n, digits, DASH)
+            line[col] += STALE if hit["stale"] else ""
         out.append(line)
     return pd.DataFrame(out, columns=[first_col] + list(columns))
 
 
-INTERVAL_NOTE = ("Cells: mean over seeds ± half-width of its 95% t-interval (n runs); one run says so and has "
-                 "no interval. Δ rows: Ring (or another sampler) − the method's own baseline, paired by seed "
-                 "(the two runs share initialisation, data order and augmentation draws), mean [95% paired "
-                 "t-interval] (n pairs); ○ marks a difference whose interval includes 0. — = no record.")
+STALE = " (stale)"  # a record whose checkpoint has changed since it was measured (frames.stale)
+INTERVAL_NOTE = ("A row is one model: runs that differ only in their seed; rows of one method that differ in more "
+                 "than the sampler name the keys in which they differ. Cells: mean over seeds ± half-width of its "
+                 "95% t-interval (n runs); one run says so and has no interval. Δ rows: Ring (or another sampler) − "
+                 "the baseline model that differs from it only in its negatives, paired by seed (the two runs share "
+                 "initialisation, data order and augmentation draws), mean [95% paired t-interval] (n pairs); ○ "
+                 "marks a difference whose interval includes 0. (stale): a record's checkpoint has changed since it "
+                 "was measured. — = no record.")
 
 
 # ---------------------------------------------------------------- the main (long) table
@@ -196,26 +292,26 @@ def ring_vs_baseline(evals: pd.DataFrame, metric: str = "top1", pre: pd.DataFram
     if evals.empty:
         return pd.DataFrame()
     fn = {} if pre is None or pre.empty else pre.groupby("run")["false_negatives"].mean().to_dict()
-    evals = evals.assign(false_negatives=evals["run"].map(fn))
+    evals = with_variants(evals.assign(false_negatives=evals["run"].map(fn)), ["dataset", "eval_id"])
     rows = []
     for (method, dataset, ev), g in evals.groupby(["method", "dataset", "eval_id"], sort=False):
-        numbers = cells(g, "eval_id", metric)
-        base = numbers[(numbers["negatives"] == numbers["baseline"]) & ~numbers["delta"]]
-        for _, d in numbers[numbers["delta"]].iterrows():
-            model = numbers[~numbers["delta"] & (numbers["negatives"] == d["negatives"])
-                            & (numbers["negatives_setting"] == d["negatives_setting"])].iloc[0]
-            b = base.iloc[0]
-            ring_runs = g[(g["negatives"] == d["negatives"]) & (g["negatives_setting"] == d["negatives_setting"])]
-            base_runs = g[g["negatives"] == d["baseline"]]
+        numbers = cells(g, "eval_id", metric).set_index(["model_id", "delta"])
+        for (model_id, delta), d in numbers.iterrows():
+            if not delta:
+                continue
+            model, b = numbers.loc[(model_id, False)], numbers.loc[(d["baseline_id"], False)]
+            ring_runs, base_runs = g[g["model_id"] == model_id], g[g["model_id"] == d["baseline_id"]]
+            stale = STALE if d["stale"] else ""
             rows.append({
                 "method": method, "dataset": dataset, "eval": ev, "baseline negatives": d["baseline"],
-                "model": model_name(method, d["negatives"], d["baseline"], d["negatives_setting"]),
+                "model": model_name(method, d["negatives"], d["baseline"], d["negatives_setting"], d["variant"]),
                 "baseline": stats.mean_cell(b["mean"], b["low"], b["high"], int(b["n"]), 2, DASH),
                 "with the sampler": stats.mean_cell(model["mean"], model["low"], model["high"], int(model["n"]), 2, DASH),
-                "Δ (paired)": stats.delta_cell(d["mean"], d["low"], d["high"], int(d["n"]), 2, DASH),
+                "Δ (paired)": stats.delta_cell(d["mean"], d["low"], d["high"], int(d["n"]), 2, DASH) + stale,
                 "false negatives (baseline → sampler)": _fn_pair(base_runs["false_negatives"], ring_runs["false_negatives"]),
                 "delta_mean": d["mean"], "delta_low": d["low"], "delta_high": d["high"], "pairs": int(d["n"]),
-                "includes_zero": bool(d["includes_zero"]), "seeds": d["seeds"],
+                "includes_zero": bool(d["includes_zero"]), "seeds": d["seeds"], "model_id": model_id,
+                "baseline_id": d["baseline_id"], "stale": bool(d["stale"]),
                 "fn_baseline": base_runs["false_negatives"].mean(), "fn_sampler": ring_runs["false_negatives"].mean()})
     return pd.DataFrame(rows)
 
@@ -234,6 +330,7 @@ def linear(evals: pd.DataFrame, metric: str = "top1") -> list[Table]:
     if evals.empty:
         return []
     evals = evals.assign(column=[dataset_name(d, p) for d, p in zip(evals["dataset"], evals["pretrain_dataset"])])
+    evals = with_variants(evals, ["eval_id", "column"])
     out = []
     order = {e: i for i, e in enumerate(ordered(evals["eval"], EVAL_ORDER))}
     groups = evals.groupby(["eval", "setting", "changed"], sort=False)
@@ -260,6 +357,7 @@ def metadataset(md: pd.DataFrame) -> list[Table]:
     if md.empty:
         return []
     out = []
+    md = with_variants(md, ["protocol", "head", "setting", "domain"])
     protocols = ordered(md["protocol"], ("linear", "episodic"))  # the paper's protocol first
     groups = md.groupby(["protocol", "head", "setting"])
     for (proto, head, setting), sub in sorted(groups, key=lambda kv: (protocols.index(kv[0][0]), kv[0][1], kv[0][2])):
@@ -267,7 +365,7 @@ def metadataset(md: pd.DataFrame) -> list[Table]:
         record_ci = sub.groupby(MODEL + ["domain"])["ci95"].mean()
 
         def episodes(hit, record_ci=record_ci):  # one run: its own interval over its episodes
-            ci = record_ci.get(tuple(hit.name[:3]) + (hit.name[-1],), math.nan)
+            ci = record_ci.get(tuple(hit.name[:len(MODEL)]) + (hit.name[-1],), math.nan)
             return None if pd.isna(ci) else f"{hit['mean']:.2f} ± {ci:.2f} (1 run; ± over its episodes)"
         domains = ordered(sub["domain"], frames.DOMAINS)  # only domains with data
         table = spread(numbers, domains, "domain", single=episodes)
@@ -300,6 +398,7 @@ def detection(det: pd.DataFrame) -> list[Table]:
     if det.empty:
         return []
     out = []
+    det = with_variants(det, ["task", "setting", "metric"])
     for (task, setting), sub in det.groupby(["task", "setting"], sort=True):
         numbers = cells(sub, "metric", "value")
         columns = [f"{i} {a}" for i in frames.IOU_TYPES for a in frames.AP_KEYS if (sub["metric"] == f"{i} {a}").any()]

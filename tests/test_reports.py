@@ -272,3 +272,112 @@ def test_an_empty_results_directory_still_gives_a_report(tmp_path):
     assert reports_main(["--results", str(tmp_path), "--out", str(tmp_path / "out")]) == 0
     md = (tmp_path / "out" / "report.md").read_text()
     assert "0 results records" in md and "No Meta-Dataset records yet" in md and "nan" not in md.lower()
+
+
+# ---------------------------------------------------------------- a row is one model (docs/design.md §11)
+
+def moco_rec(run, sampler, top1, seed, queue=65536, epochs=200, task="linear_cached_i300_cifar10", **extra):
+    config = {"name": run, "data": {"dataset": "cifar10", "root": f"/data/{run}", "workers": 4},
+              "method": {"name": "moco", "temperature": 0.07, "moco": {"queue_size": queue},
+                         "la": {"clusters": 1000}},
+              "negatives": {"sampler": sampler, "outer": 0.1, "inner": 0.1},
+              "optim": {"epochs": epochs}, "train": {"seed": seed, "log_every": 10, "device": "cpu"}}
+    return records.make(run, "evaluate", task, "cifar10", {"top1": top1, "top5": 99.0}, config, seed=0, **extra)
+
+
+def test_a_record_carries_its_models_identity_without_seed_paths_or_other_methods():
+    a, b = moco_rec("a", "ring", 70.0, seed=0), moco_rec("b", "ring", 71.0, seed=3)
+    assert a["identity"] == b["identity"] and a["fingerprint"] == b["fingerprint"] and len(a["fingerprint"]) == 12
+    assert a["identity"]["method.moco.queue_size"] == 65536 and a["identity"]["optim.epochs"] == 200
+    assert not any(k.startswith(("method.la", "train.seed", "data.root", "data.workers", "name", "train.log_every"))
+                   for k in a["identity"])
+    assert moco_rec("c", "ring", 70.0, seed=0, queue=4096)["fingerprint"] != a["fingerprint"]
+    legacy = {k: v for k, v in a.items() if k not in ("identity", "fingerprint")}  # written before records had one
+    assert frames.identity(legacy)["model_id"] == a["fingerprint"]
+
+
+@pytest.mark.parametrize("differ", [{"queue": 4096}, {"epochs": 100}], ids=["queue", "epochs"])
+def test_runs_that_differ_outside_the_negatives_are_never_averaged_or_paired(differ):
+    """MoCo ring q65,536 + uniform q65,536 + uniform q4,096 (or 100 epochs), seeds 0 and 1: the
+    difference pairs ring only with the matched baseline (10.0 with n = 2; averaging both
+    baselines would give 15.0 against n = 4), and the other baseline is its own labelled row."""
+    matched, other, ring = [60.0, 62.0], [50.0, 52.0], [70.0, 72.0]
+    recs = [moco_rec(f"u{s}", "uniform", matched[s], s) for s in range(2)]
+    recs += [moco_rec(f"o{s}", "uniform", other[s], s, **differ) for s in range(2)]
+    recs += [moco_rec(f"r{s}", "ring", ring[s], s) for s in range(2)]
+    evals = tables.evaluations(recs)
+    main = tables.ring_vs_baseline(evals)
+    assert len(main) == 1
+    row = main.iloc[0]
+    assert row["delta_mean"] == pytest.approx(10.0) and row["pairs"] == 2 and row["seeds"] == [0, 1]
+    assert row["baseline"] == f"61.00 ± {half_width(matched):.2f} (n=2)"
+    label = "queue 65,536" if "queue" in differ else "epochs 200"
+    other_label = "queue 4,096" if "queue" in differ else "epochs 100"
+    assert row["model"] == f"MoCo + Ring (outer 0.1, inner 0.1; {label})"
+    table = tables.linear(evals)[0].display.set_index("model")["CIFAR-10"]
+    assert list(table.index) == [f"MoCo ({label})", f"MoCo + Ring ({label})", f"Δ Ring (MoCo, {label})",
+                                 f"MoCo ({other_label})"]
+    assert table[f"MoCo ({other_label})"] == f"51.00 ± {half_width(other):.2f} (n=2)"
+    assert table[f"Δ Ring (MoCo, {label})"].startswith("+10.00")
+
+
+def test_two_baselines_that_differ_only_in_their_negatives_are_an_error_naming_both(tmp_path, capsys):
+    recs = [moco_rec("u0", "uniform", 60.0, 0), moco_rec("r0", "ring", 70.0, 0)]
+    odd = moco_rec("w0", "uniform", 50.0, 0)
+    odd["config"]["negatives"]["num"] = 1024  # another baseline model: differs only in `negatives`
+    recs.append(odd)
+    with pytest.raises(tables.ReportError, match="u0.*w0|w0.*u0"):
+        tables.ring_vs_baseline(tables.evaluations(recs))
+    for r in recs:
+        records.write(r, tmp_path / "results")
+    assert reports_main(["--results", str(tmp_path / "results"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "u0" in err[0] and "w0" in err[0] and not (tmp_path / "out" / "report.md").exists()
+
+
+def test_a_copied_record_counts_once_and_the_newer_one_counts(tmp_path):
+    old, new = moco_rec("u0", "uniform", 60.0, 0), moco_rec("u0_copy", "uniform", 61.0, 0)
+    old["date"], new["date"] = "2026-11-01T00:00:00+00:00", "2026-12-01T00:00:00+00:00"
+    ring = moco_rec("r0", "ring", 70.0, 0)
+    with pytest.warns(records.ReportWarning, match="u0.*u0_copy.*the newer"):
+        kept = frames.latest([new, old, ring])
+    assert [r["run"] for r in kept] == ["u0_copy", "r0"]
+    assert tables.ring_vs_baseline(tables.evaluations(kept)).iloc[0]["delta_mean"] == pytest.approx(9.0)
+
+
+def test_a_record_whose_checkpoint_changed_is_marked_stale(tmp_path):
+    ckpt = tmp_path / "final.pt"
+    ckpt.write_bytes(b"weights")
+    base, ring = moco_rec("u0", "uniform", 60.0, 0, checkpoint=str(ckpt)), moco_rec("r0", "ring", 70.0, 0)
+    assert not frames.identity(base)["stale"]
+    ckpt.write_bytes(b"retrained")
+    evals = tables.evaluations([base, ring])
+    assert evals.set_index("run").loc["u0", "stale"] and not evals.set_index("run").loc["r0", "stale"]
+    table = tables.linear(evals)[0].display.set_index("model")["CIFAR-10"]
+    assert table["MoCo"].endswith("(stale)") and not table["MoCo + Ring"].endswith("(stale)")
+    assert table["Δ Ring (MoCo)"].endswith("(stale)")  # a difference with a stale side is stale too
+    ckpt.unlink()  # gone: nothing to compare with, not stale
+    assert not frames.identity(base)["stale"]
+
+
+def test_every_preset_with_another_sampler_has_exactly_one_baseline_preset_to_pair_with():
+    """The shipped presets compare like with like: each non-baseline preset differs from exactly
+    one baseline preset of its profile in the `negatives` section alone, so the report pairs it."""
+    from pathlib import Path
+
+    from pretrain import config as config_mod
+    from pretrain.methods import METHODS
+    root = Path(__file__).parent.parent / "configs"
+    for profile in ("mini", "gpu", "paper"):
+        models = {}
+        for path in sorted((root / profile).glob("*.yaml")):
+            cfg = config_mod.to_dict(config_mod.load(path))
+            ident = records.model_identity(cfg)
+            pair = records.fingerprint({k: v for k, v in ident.items() if not k.startswith("negatives.")})
+            models[path.name] = (cfg["method"]["name"], cfg["negatives"]["sampler"], pair)
+        for name, (method, sampler, pair) in models.items():
+            if sampler == METHODS[method].baseline_sampler:
+                continue
+            matches = [n for n, (m, s, p) in models.items()
+                       if m == method and s == METHODS[method].baseline_sampler and p == pair]
+            assert len(matches) == 1, f"{profile}/{name}: baselines that pair with it: {matches}"

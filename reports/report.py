@@ -5,12 +5,14 @@ inputs (a malformed record, a missing log) are warnings, listed at the end of th
 """
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
 import pandas as pd
 
 from pretrain import records
+from pretrain.files import atomic_write
 from pretrain.records import ReportWarning
 from reports import figures, frames, logs, render, tables
 
@@ -54,8 +56,7 @@ class Report:
         except Exception as exc:  # noqa: BLE001 - one bad figure must not cost the whole report
             warnings.warn(f"figure {name} not drawn: {type(exc).__name__}: {exc}", ReportWarning)
             made = None
-        if made is None:
-            path.unlink(missing_ok=True)  # never link a stale figure from an earlier report
+        if made is None:  # (an earlier report's figure of this name goes with the manifest: build)
             self.add(f"_Figure not drawn ({title}): {missing}._")
         else:
             self.written.add(made)
@@ -126,6 +127,19 @@ def compose(results: Path, out: Path) -> Report:
     return rep
 
 
+MANIFEST = ".ringbench-report.json"  # the files the last report wrote, relative to its folder
+
+
+def manifest(out: Path) -> set[str]:
+    """What the last report in `out` wrote (none recorded: nothing of it may be removed)."""
+    try:
+        names = json.loads((out / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return set()
+    # only plain names below `out`: a hand-edited manifest must not reach outside it
+    return {n for n in names if isinstance(n, str) and not Path(n).is_absolute() and ".." not in Path(n).parts}
+
+
 def build(results: Path, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -138,10 +152,13 @@ def build(results: Path, out: Path) -> Path:
     tmp = path.with_name(".report.md.tmp")
     tmp.write_text("\n".join(rep.parts).rstrip() + "\n")
     tmp.replace(path)
-    for folder in ("tables", "figures"):  # an earlier report's files that this one did not write
-        for stale in (out / folder).glob("*"):
-            if stale.is_file() and stale not in rep.written:
-                stale.unlink()
+    rep.written.add(path)
+    # an earlier report's files that this one did not write go; nothing else in `out` is touched
+    earlier = manifest(out)
+    written = {p.relative_to(out).as_posix() for p in rep.written}
+    for name in sorted(earlier - written):
+        (out / name).unlink(missing_ok=True)
+    atomic_write(out / MANIFEST, lambda f: json.dump(sorted(written), f, indent=1), binary=False)
     for w in caught:  # hand them on: the command line prints them
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     return path

@@ -194,3 +194,23 @@ def test_the_sweep_figure_plots_each_paired_difference_at_its_width(tmp_path, mo
     one_width = evals[(evals["ring_outer"].isna()) | (evals["ring_outer"] == 0.1)]
     numbers = pd.concat([t.numbers for t in tables.linear(one_width)])
     assert figures.delta_vs_width(numbers, one_width, tmp_path / "one.png") is None
+
+
+def test_the_report_removes_only_what_an_earlier_report_wrote(results, tmp_path):
+    """Files of the user's own in the report folder survive every rebuild; a table or figure that
+    an earlier report wrote and this one does not is removed (it is listed in the manifest)."""
+    out = tmp_path / "paper"
+    (out / "figures").mkdir(parents=True)
+    (out / "tables").mkdir()
+    mine = [out / "figures" / "fig1.pdf", out / "tables" / "my_table.csv", out / "notes.md"]
+    for path in mine:
+        path.write_text("x")
+    assert reports_main(["--results", str(results), "--out", str(out)]) == 0
+    assert (out / "figures" / "toy_mi.png").exists() and (out / "tables" / "toy_mi.md").exists()
+    written = json.loads((out / ".ringbench-report.json").read_text())
+    assert "figures/toy_mi.png" in written and "report.md" in written and "figures/fig1.pdf" not in written
+    for path in (results / "toy").glob("**/*.json"):
+        path.unlink()  # no toy MI records any more: its table and figure are not drawn again
+    assert reports_main(["--results", str(results), "--out", str(out)]) == 0
+    assert not (out / "figures" / "toy_mi.png").exists() and not (out / "tables" / "toy_mi.md").exists()
+    assert all(path.read_text() == "x" for path in mine)

@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from pretrain.errors import UserError
+from pretrain.negatives import SCHEDULES
 from pretrain.registry import DATASETS, METHODS, SAMPLERS, Registry
 from pretrain.settings import at_least, fraction, out_of_range, positive
 
@@ -53,7 +54,7 @@ class ModelConfig:
 
 @dataclass
 class AnnealConfig:
-    schedule: str = "none"          # none | linear | step | cosine | exponential
+    schedule: str = "none"          # none | linear | step | cosine | exponential | official_step
     epochs: float = at_least(0.0, 0)  # the outer fraction reaches its final value after this many epochs
     start: float = fraction(1.0, low_open=True)  # outer fraction at step 0 (1.0 = the whole pool)
     steps: int = at_least(4, 1)     # number of plateaus for the step schedule
@@ -138,7 +139,7 @@ CHOICES = {  # a tuple, or a registry (pretrain/registry.py) whose names are the
     "model.head": ("mlp", "linear"),
     "negatives.sampler": SAMPLERS,
     "train.precision": ("auto", "fp32", "bf16"),
-    "negatives.anneal.schedule": ("none", "linear", "step", "cosine", "exponential"),  # = negatives.SCHEDULES
+    "negatives.anneal.schedule": SCHEDULES,
     "method.name": METHODS,
     "optim.schedule": ("step", "cosine"),
     "train.device": ("auto", "cpu", "cuda"),

@@ -14,10 +14,12 @@ def info_nce(pos: torch.Tensor, neg: torch.Tensor, temperature: float,
     """Mean over anchors of -log(e^{s+/t} / (e^{s+/t} + sum_j e^{s_j/t})).
 
     pos: (B,) similarity to the positive; neg: (B, K) similarities to the other candidates;
-    neg_mask: optional (B, K) bool, False entries are not negatives (they get e^{-inf} = 0);
-    pos_mask: optional (B, K) bool, entries that join the positive (the official code's
-    neighbour views, combined by logsumexp): -log(sum_{+ and pos_mask} e^{s/t} / sum_{+, pos_mask
-    and neg_mask} e^{s/t}).
+    neg_mask: optional (B, K) bool, False entries are not negatives (they get e^{-inf} = 0).
+    pos_mask: optional (B, K) bool, the neighbour views (the official code's neighbor_views with
+    logsumexp_inner, docs/design.md §3): these entries join the positive in the numerator and
+    are never negatives, -log(sum_{+, pos_mask} e^{s/t} / sum_{+, negatives} e^{s/t}), where
+    the negatives are neg_mask (every entry where None) minus pos_mask. The positive stays in
+    the partition, as in the plain loss (the official self-negative).
     """
     if pos.dim() != 1 or neg.dim() != 2 or neg.shape[0] != pos.shape[0]:
         raise ValueError(f"info_nce: expected pos (B,) and neg (B, K), got {tuple(pos.shape)} and {tuple(neg.shape)}")
@@ -29,7 +31,11 @@ def info_nce(pos: torch.Tensor, neg: torch.Tensor, temperature: float,
         logits = logits.masked_fill(~keep, float("-inf"))
         return F.cross_entropy(logits, torch.zeros(len(pos), dtype=torch.long, device=pos.device))
     numerator = torch.cat([torch.ones_like(pos_mask[:, :1]), pos_mask], dim=1)
-    return (torch.logsumexp(logits.masked_fill(~(keep | numerator), float("-inf")), dim=1)
+    # the official partition is the positive and the band only: the core it pulls closer is
+    # not also pushed away
+    partition = keep & ~numerator
+    partition[:, 0] = True  # the positive is in both (so every row is finite)
+    return (torch.logsumexp(logits.masked_fill(~partition, float("-inf")), dim=1)
             - torch.logsumexp(logits.masked_fill(~numerator, float("-inf")), dim=1)).mean()
 
 

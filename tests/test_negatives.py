@@ -185,6 +185,28 @@ def test_every_schedule_selectable_and_monotone(schedule):
         assert len(set(round(v, 9) for v in values)) > 2  # it really moves
 
 
+def official_step_policy(total_steps, max_anneal_step, step_size=0.1, init_thres=1.0, min_thres=0.1):
+    """The official StepThresholdPolicy's table (src/utils/policy.py), one value per optimizer
+    step; its systems.py passes max_anneal_step = int(max_anneal_epoch * steps per epoch)."""
+    import numpy as np
+    schedule = np.arange(min_thres, init_thres + step_size, step_size)[::-1]
+    schedule = np.repeat(schedule, int(max_anneal_step / len(schedule)))
+    return np.concatenate([schedule, np.ones(total_steps - max_anneal_step + 1) * min_thres])
+
+
+# (anneal epochs, total epochs, steps per epoch): the official CIFAR-10 run (50,000 / 256 =
+# 195 steps, 100 of 200 epochs), shorter runs with plateau edges inside an epoch, and a
+# fractional anneal whose edges a plain floor of the trainer's progress puts one step late
+@pytest.mark.parametrize("anneal_epochs,epochs,steps", [(100, 200, 195), (3, 5, 10), (7, 9, 30), (20, 20, 1),
+                                                        (1.8, 3, 50)])
+def test_official_step_schedule_at_every_step(anneal_epochs, epochs, steps):
+    table = official_step_policy(epochs * steps, int(anneal_epochs * steps))
+    ours = [anneal("official_step", e + i / steps, final=0.1, start=1.0, epochs=anneal_epochs)  # the trainer's progress
+            for e in range(epochs) for i in range(steps)]
+    assert ours == table[:len(ours)].tolist()  # exactly: 0.7000000000000001 and all
+    assert len(set(ours)) == 10
+
+
 def test_schedules_differ():
     mid = {s: anneal(s, 1.3, final=0.1, start=1.0, epochs=4) for s in SCHEDULES}
     assert len({round(v, 6) for v in mid.values()}) == len(SCHEDULES)

@@ -66,19 +66,22 @@ def test_every_shipped_preset_loads():
 
 def test_la_baseline_presets_are_las_own_4096_nearest_background():
     """LA's background is its 4,096 nearest bank rows (the anchor's own row and 4,095 others):
-    ball with outer = 4096 / N, ranks [0, 4095) of the N - 1 other rows, for each dataset's N."""
+    ball sized by LA to the bank at run time (method.la.background, not negatives.outer), ranks
+    [0, 4095) of the N - 1 other rows, for each dataset's N (tests/test_la.py: on the real sets)."""
     from pathlib import Path
 
+    from pretrain.methods.la import ball_outer
     from pretrain.negatives import band_limits
     sizes = {"cifar10": 50_000, "cifar100": 50_000, "stl10": 105_000, "imagenet": 1_281_167, "photo_patches": 5000,
-             "mnist5k": 5000}
+             "mnist5k": 4000}
     presets = sorted(Path(__file__).parent.parent.glob("configs/*/*_la_ball*.yaml"))
     assert len(presets) == 7 and not list(Path(__file__).parent.parent.glob("configs/*/*_la_uniform*.yaml"))
     for p in presets:
         c = config.load(p)
         n = min(sizes[c.data.dataset], c.data.limit or sizes[c.data.dataset])
         assert c.negatives.sampler == "ball" and c.negatives.inner == 0.0, p
-        assert band_limits(n - 1, c.negatives.outer, 0.0) == (0, min(4095, n - 1)), p
+        assert c.negatives.outer == config.NegativesConfig.outer and c.method.la.background == 4096, p
+        assert band_limits(n - 1, ball_outer(c.method.la.background, n - 1), 0.0) == (0, min(4095, n - 1)), p
 
 
 def test_imagenet_bank_rings_rank_on_a_subset_and_the_rest_exactly():
@@ -123,7 +126,7 @@ def test_each_method_has_its_own_settings_and_old_keys_still_read():
     assert old.method.ir.bank_momentum == old.method.cmc.bank_momentum == old.method.la.bank_momentum == 0.25
     # a checkpoint's config written in the old layout reads in today's
     migrated = config.migrate({"method": {"name": "moco", "queue_size": 4096, "key_momentum": 0.99}})
-    assert migrated["method"]["moco"] == {"queue_size": 4096, "key_momentum": 0.99}
+    assert migrated["method"]["moco"] == {"queue_size": 4096, "key_momentum": 0.99, "exclude_own_key": True}
     with pytest.raises(config.ConfigError, match=r"unknown config key 'method.moco.clusters'"):
         config.load(None, ["method.moco.clusters=3"])
 

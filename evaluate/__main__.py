@@ -5,6 +5,7 @@ ResNet state dict, MoCo-style) and writes a results record to RESULTS/<run>/eval
 """
 from __future__ import annotations
 
+import contextlib
 import sys
 import time
 from pathlib import Path
@@ -38,10 +39,15 @@ def _parser() -> cli.Parser:
 
 
 def run(args) -> Path:
+    with contextlib.ExitStack() as held:  # the record's lock, once its name is known
+        return _run(args, held)
+
+
+def _run(args, held: contextlib.ExitStack) -> Path:
     from torch.utils.data import DataLoader
 
     from evaluate import linear
-    from pretrain import checkpoint, data, distributed, records
+    from pretrain import checkpoint, data, distributed, records, rundir
     from pretrain.devices import pick_device
     from pretrain.knn import features, knn_predict, topk_accuracy
 
@@ -75,6 +81,14 @@ def run(args) -> Path:
         loader = DataLoader(data.Views(split_ds, tf), batch_size=256, num_workers=args.workers)
         return features(net, loader, device, normalize=normalize)
 
+    if args.task == "knn":
+        task = f"knn_k{args.k}_t{args.t:g}_{name}"
+    else:
+        protocol = linear.with_epochs(PROTOCOLS[args.protocol], args.epochs)
+        task = f"{linear.task_name(protocol)}_{name}"
+    if distributed.is_main():  # (rank 0 writes the record; its ranks share the evaluation)
+        held.enter_context(rundir.record_lock(results, run_name, "evaluate", task))
+
     extra = {}
     if args.task == "knn":
         bank, bank_y = cache(train_ds, True)
@@ -83,9 +97,7 @@ def run(args) -> Path:
         extra["knn"] = {"k": args.k, "t": args.t, "weighting": "exp(cos/t)"}
         extra["evaluation"], extra["setting"] = "knn", (f"weighted kNN, k={args.k}, t={args.t:g}, weights exp(cos/t), "
                                                         f"on unaugmented frozen features; train split as the bank")
-        task = f"knn_k{args.k}_t{args.t:g}_{name}"
     else:
-        protocol = linear.with_epochs(PROTOCOLS[args.protocol], args.epochs)
         if protocol.name == "cached":
             tx, ty = cache(train_ds, False)
             qx, qy = cache(test_ds, False)
@@ -110,7 +122,7 @@ def run(args) -> Path:
             live.close()
             if metrics is None:  # a rank other than 0: rank 0 writes the record
                 return None
-        task, extra["protocol"] = f"{linear.task_name(protocol)}_{name}", linear.describe(protocol)
+        extra["protocol"] = linear.describe(protocol)
         extra["evaluation"], extra["setting"] = f"linear_{protocol.name}", extra["protocol"]["setting"]
     rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
                        wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],

@@ -2,6 +2,7 @@
 [--resume auto|PATH | --overwrite]"""
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 
@@ -40,17 +41,20 @@ def main(argv=None) -> int:
         out = cli.writable_dir(args.out, "--out") / cfg.name
         results = cli.writable_dir(args.results, "--results")
         from pretrain import rundir
-        rundir.prepare(out, results / cfg.name, resume=args.resume, overwrite=args.overwrite,
-                       main=int(os.environ.get("RANK", "0")) == 0)
-        from pretrain.train import Trainer, TrainingError
-        try:
-            trainer = Trainer(cfg, out, results)
-            if args.resume:
-                trainer.resume(args.resume)
-            final = trainer.finish(trainer.fit())
-        except TrainingError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 1
+        rank0 = int(os.environ.get("RANK", "0")) == 0
+        # rank 0 holds the run's lock for the whole run (its ranks share one run by design)
+        hold = rundir.locked(rundir.lock_path(out), f"run folder {out}") if rank0 else contextlib.nullcontext()
+        with hold:
+            rundir.prepare(out, results / cfg.name, resume=args.resume, overwrite=args.overwrite, main=rank0)
+            from pretrain.train import Trainer, TrainingError
+            try:
+                trainer = Trainer(cfg, out, results)
+                if args.resume:
+                    trainer.resume(args.resume)
+                final = trainer.finish(trainer.fit())
+            except TrainingError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 1
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

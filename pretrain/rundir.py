@@ -5,6 +5,9 @@ could pair one model's checkpoint with another run's config. Starting again need
 run folder and its records aside (OUT/.replaced/, RESULTS/.replaced/), never deletes them."""
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
 from pathlib import Path
 
@@ -35,3 +38,39 @@ def prepare(out: Path, results: Path, resume: str | None, overwrite: bool, main:
             aside.parent.mkdir(parents=True, exist_ok=True)
             folder.rename(aside)
             print(f"[pretrain] --overwrite: moved {folder} aside to {aside}")
+
+
+@contextlib.contextmanager
+def locked(path: Path, what: str):
+    """Hold an exclusive OS lock (flock) on `path` while the block runs, so that two processes
+    never write one run folder or one record at once. The kernel releases it when the process
+    ends however it ends (a SIGKILL too): no stale lock is left to clear by hand. The second
+    process gets one line naming the holder's pid."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "?"
+        f.close()
+        raise UserError(f"{what} is in use by process {holder} (lock {path}); wait for it to end, "
+                        f"or give this one another name") from None
+    try:
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        yield
+    finally:
+        f.close()  # releases the lock; the empty-of-meaning file may stay
+
+
+def lock_path(out: Path) -> Path:
+    """A run's lock beside its folder, not in it: --overwrite moves the folder aside."""
+    return out.parent / f".{out.name}.lock"
+
+
+def record_lock(results: Path, run: str, stage: str, task: str):
+    """The lock of one results record, under RESULTS/.locks/ (the report reads no dot folder)."""
+    return locked(results / ".locks" / run / stage / f"{task}.lock", f"results record {results / run / stage / task}.json")

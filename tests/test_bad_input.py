@@ -249,6 +249,8 @@ def test_other_settings_add_records_and_the_report_keeps_them_apart(tmp_path, ca
     (out / "tables" / "stale_table.md").write_text("from an earlier report")
     (out / "figures").mkdir()
     (out / "figures" / "stale.png").write_bytes(b"old")
+    # an earlier report wrote them (its manifest says so): this one, not writing them, removes them
+    (out / ".ringbench-report.json").write_text(json.dumps(["tables/stale_table.md", "figures/stale.png"]))
     capsys.readouterr()
     assert reports_main(["--results", str(tmp_path / "res"), "--out", str(out)]) == 0
     err = capsys.readouterr().err

@@ -40,7 +40,8 @@ class DataConfig:
     gpu_augment: bool = False       # photometric augmentation batched on the training device (kornia)
     gpu_decode: bool = False        # JPEG decode, crop and flip on the device too (image folders; needs gpu_augment)
     verify_checksums: bool = True   # torchvision's md5 checks; tests write tiny files and turn them off
-    limit: int = at_least(0, 0, "0 = all images")  # use only the first N training images; for smoke tests
+    limit: int = at_least(0, 0, "0 = all images")  # train on N images, class-stratified, one seeded subset for
+                                    # every run (data.subset); for smoke tests
 
 
 @dataclass

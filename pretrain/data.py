@@ -158,9 +158,33 @@ def targets(ds: Dataset) -> torch.Tensor:
     raise TypeError(f"cannot read targets of {type(ds).__name__}")
 
 
+SUBSET_SEED = 0  # one subset for every method and seed of a dataset: runs stay paired
+
+
 def subset(ds: Dataset, limit: int) -> Dataset:
-    """The first `limit` items (0 = all); keeps `targets` readable."""
-    return ds if limit <= 0 or limit >= len(ds) else torch.utils.data.Subset(ds, range(limit))
+    """`limit` items (0 = all) drawn class by class in proportion to each class's share
+    (largest remainders), each class's items in a fixed seeded order, kept in dataset order.
+    Not the first `limit` items: datasets stored in class order would keep a few classes only.
+    Keeps `targets` readable."""
+    if limit <= 0 or limit >= len(ds):
+        return ds
+    labels = targets(ds).numpy()
+    order = np.random.default_rng(SUBSET_SEED).permutation(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    share = counts * limit / len(labels)
+    take = np.floor(share).astype(int)
+    # the items floor() leaves go to the classes with the largest remainders (ties: smaller label)
+    take[np.argsort(-(share - take), kind="stable")[: limit - take.sum()]] += 1
+    ranked = order[np.argsort(labels[order], kind="stable")]  # class by class, seeded order within
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    keep = np.concatenate([ranked[s:s + n] for s, n in zip(starts, take)])
+    return torch.utils.data.Subset(ds, np.sort(keep).tolist())
+
+
+def class_counts(ds: Dataset) -> dict[str, int]:
+    """{label: images} of a (training) dataset, for the record: what trained, not what was asked."""
+    labels, counts = np.unique(targets(ds).numpy(), return_counts=True)
+    return {str(int(k)): int(n) for k, n in zip(labels, counts)}
 
 
 # ---------------------------------------------------------------- augmentation

@@ -76,6 +76,7 @@ class Trainer:
         self.sampler = NegativeSampler.from_config(cfg.negatives, cfg.train.seed, self.device)
         self.method = methods.build(cfg, len(base), self.sampler).to(self.device)
         self.method.set_labels(data.targets(base).to(self.device))  # for the false-negative diagnostic
+        self.trained_classes = data.class_counts(base)
         self._set_precision()
         if cfg.data.gpu_decode:  # workers read files and draw crops; the device decodes (docs/design.md §6)
             views = device_decode.EncodedViews(base, cfg.data.image_size, self.method.views, cfg.data.dataset)
@@ -373,6 +374,7 @@ class Trainer:
                 metrics["false_negatives"] = self.false_negatives
             rec = records.make(self.cfg.name, "pretrain", "pretrain", self.cfg.data.dataset, metrics,
                                config_mod.to_dict(self.cfg), checkpoint=final, seed=self.cfg.train.seed,
-                               wall_s=stats["wall_s"], log=str(self.log_path), world_size=self.world)
+                               wall_s=stats["wall_s"], log=str(self.log_path), world_size=self.world,
+                               trained_images=sum(self.trained_classes.values()), trained_classes=self.trained_classes)
             records.write(rec, self.results)
         return final

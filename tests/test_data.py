@@ -114,3 +114,50 @@ def test_imagefolder_eval_view_has_the_requested_size(tmp_path):
     native = data.info("imagenet").native
     view = data.Views(ds, data.eval_transform(64, native))[0][0][0]
     assert view.shape == (3, 64, 64)
+
+
+class Labelled(torch.utils.data.Dataset):
+    """Items in class order, as the offline sets are stored."""
+
+    def __init__(self, labels):
+        self.targets = list(labels)
+
+    def __len__(self):
+        return len(self.targets)
+
+    def __getitem__(self, i):
+        return i, self.targets[i]
+
+
+def test_a_limit_keeps_every_class_in_proportion_and_one_subset_for_every_run():
+    labels = [c for c, n in enumerate([50, 30, 20]) for _ in range(n)]  # class order, unequal classes
+    ds = Labelled(labels)
+    sub = data.subset(ds, 10)
+    assert data.class_counts(sub) == {"0": 5, "1": 3, "2": 2}  # not ten items of class 0
+    assert list(sub.indices) == sorted(sub.indices) and len(set(sub.indices)) == 10
+    assert data.subset(ds, 10).indices == sub.indices  # the same subset whatever the run
+    assert sub.indices != list(range(10)) and sub.indices[:5] != list(range(5))  # seeded, not the first of a class
+    # largest remainders: 7 of (50, 30, 20) is 3.5, 2.1, 1.4 -> 4, 2, 1
+    assert data.class_counts(data.subset(ds, 7)) == {"0": 4, "1": 2, "2": 1}
+    assert data.subset(ds, 0) is ds and data.subset(ds, 100) is ds
+
+
+@pytest.mark.parametrize("name,limit", [("photo_patches", 256), ("photo_patches", 3000), ("mnist5k", 500)])
+def test_limits_of_the_offline_sets_cover_every_class(name, limit):
+    """The README's example (photo patches, limit 256) and the mini preset's 3,000 train on every class."""
+    full = data.load(name, "data", data.info(name).pretrain, False)
+    counts = data.class_counts(data.subset(full, limit))
+    every = data.class_counts(full)
+    assert counts.keys() == every.keys() and sum(counts.values()) == limit
+    for label, n in counts.items():
+        assert abs(n - every[label] * limit / len(full)) < 1
+
+
+def test_the_pretraining_record_says_how_many_images_of_each_class_trained(tmp_path):
+    import json
+
+    from tests.test_bad_input import pretrain
+    assert pretrain(tmp_path, "limited", "data.limit=64") == 0
+    rec = json.loads((tmp_path / "results" / "limited" / "pretrain" / "pretrain.json").read_text())
+    assert rec["trained_images"] == 64 and len(rec["trained_classes"]) == 10
+    assert sum(rec["trained_classes"].values()) == 64 and min(rec["trained_classes"].values()) >= 6

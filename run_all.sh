@@ -27,10 +27,12 @@ while [[ $# -gt 0 ]]; do
     --profile|--data-root|--out|--jobs|--seeds|--seed-list|--grid|--launcher|--slurm-partition|--slurm-cpus|--slurm-minutes)
       value "$@"; shift 2 ;;
     --resume) shift ;;
-    -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,/^[^#]/{/^#/s/^# \{0,1\}//p}' "$0"; exit 0 ;;
     *) echo "run_all.sh: unknown option '$1' (try --help)" >&2; exit 2 ;;
   esac
 done
 
+# values too (a profile that does not exist, seeds that are not integers) before the long set-up
+"${PYTHON:-python3}" scripts/pipeline.py --check-arguments ${args[@]+"${args[@]}"}
 bash scripts/setup_env.sh
 exec "${RINGBENCH_VENV:-.venv}/bin/python" scripts/pipeline.py ${args[@]+"${args[@]}"}

@@ -13,6 +13,7 @@ seed. Launchers: `local` (N jobs at a time; on GPUs, N per GPU from its free mem
 """
 from __future__ import annotations
 
+import argparse
 import fnmatch
 import itertools
 import os
@@ -21,8 +22,6 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -82,6 +81,7 @@ def parse_grid(items: list[str]) -> list[dict]:
         if "=" not in item:
             raise UserError(f"--grid {item!r}: expected KEY=V1,V2,... e.g. negatives.outer=1.0,0.5")
         key, values = item.split("=", 1)
+        import yaml  # (not at the top: run_all.sh checks its arguments with the bare python3, before set-up)
         axes[key] = [yaml.safe_load(v) for v in values.split(",")]
         for v in axes[key]:
             try:
@@ -294,6 +294,8 @@ def parser() -> cli.Parser:
     p.add_argument("--slurm-partition")
     p.add_argument("--slurm-cpus", type=cli.int_at_least(1), default=10)
     p.add_argument("--slurm-minutes", type=cli.int_at_least(1), default=24 * 60)
+    # run_all.sh, before set-up: check the arguments with the standard library alone, then exit
+    p.add_argument("--check-arguments", action="store_true", help=argparse.SUPPRESS)
     return p
 
 
@@ -312,6 +314,13 @@ def seeds_of(a, profile: Profile) -> list[int]:
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     profile = PROFILES[a.profile]
+    if a.check_arguments:
+        try:
+            seeds_of(a, profile)
+        except UserError as exc:
+            print(f"run_all.sh: {exc}", file=sys.stderr)
+            return 2
+        return 0
     a.out = a.out or f"work/{a.profile}"
     py = sys.executable
     try:

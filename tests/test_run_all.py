@@ -1,5 +1,6 @@
 """run_all.sh's planner and launchers (scripts/pipeline.py): paired seeds, sweep grids, the
 local and the Slurm launcher (through submitit's local executor), and bad input."""
+import subprocess
 import sys
 from pathlib import Path
 
@@ -92,3 +93,20 @@ def test_a_launcher_that_is_not_installed(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "submitit" else real(name, *a))
     assert pipeline.main(["--launcher", "slurm", "--out", str(tmp_path / "o")]) == 2
     assert "needs submitit" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_run_all_checks_its_arguments_before_any_set_up_and_its_help_is_prose(tmp_path):
+    """In a fresh clone a bad value must not first build two environments (about 2 GB)."""
+    root = Path(__file__).resolve().parent.parent
+    env = {"PATH": "/usr/bin:/bin", "RINGBENCH_VENV": str(tmp_path / "venv"),
+           "RINGBENCH_TFDS_VENV": str(tmp_path / "tfds")}
+    for argv, needle in ((["--profile", "nonexistent"], "invalid choice: 'nonexistent'"),
+                         (["--seed-list", "a,b"], "expected comma-separated integers")):
+        out = subprocess.run(["bash", str(root / "run_all.sh"), *argv], capture_output=True, text=True, timeout=60,
+                             env=env)
+        assert out.returncode == 2 and needle in out.stderr and out.stderr.count("\n") == 1, out.stderr
+        assert not (tmp_path / "venv").exists() and not (tmp_path / "tfds").exists()
+    help_text = subprocess.run(["bash", str(root / "run_all.sh"), "--help"], capture_output=True, text=True,
+                               timeout=60).stdout
+    assert "--profile mini|paper|gpu" in help_text and "set -euo" not in help_text and "cd " not in help_text
+    assert not any(line.startswith("#") for line in help_text.splitlines())

@@ -29,7 +29,7 @@ def run(tmp_path, name, method, procs, sampler="ring"):
         # labels and the ring's band edge are discrete, so float noise can flip a member. CMC
         # at its own bank momentum 0.5 flips one at step 3 (loss 2.5e-3 apart, measured), so
         # it runs at momentum 0, where the tolerance below was measured
-        sets += ["optim.epochs=1", "method.cmc.bank_momentum=0.0"]
+        sets += ["optim.epochs=1", "method.cmc.bank_momentum=0.0", "method.la.warm_start_epochs=0"]  # LA's k-means
     args = ["-m", "pretrain", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
     for s in sets:
         args += ["--set", s]

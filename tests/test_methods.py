@@ -12,7 +12,8 @@ ALL = list(METHODS.names())  # every registered method: a new one is tested with
 def make(name, sampler="uniform", n=64, **over):
     sets = [f"method.name={name}", f"negatives.sampler={sampler}", "negatives.num=32", "method.moco.queue_size=48",
             "optim.batch_size=16",
-            "model.feat_dim=16", "method.moco.key_momentum=0.9", f"method.la.clusters={n}"]
+            "model.feat_dim=16", "method.moco.key_momentum=0.9", f"method.la.clusters={n}",
+            "method.la.warm_start_epochs=0"]  # LA's own loss from the first step (tests/test_la.py: the warm start)
     cfg = config.load(None, sets + [f"{k}={v}" for k, v in over.items()])
     m = methods.build(cfg, n, NegativeSampler.from_config(cfg.negatives, seed=0, device="cpu"))
     m.epoch_start(0)

@@ -130,7 +130,7 @@ def test_end_to_end_pipeline(tmp_path, capsys):
 def test_exact_resume_mid_epoch(tmp_path, method, sampler, device_path):
     common = [f"method.name={method}", f"negatives.sampler={sampler}", "negatives.outer=0.5",
               "negatives.anneal.schedule=linear", "negatives.anneal.epochs=2", "model.bn_splits=2",
-              "method.la.clusters=8"]
+              "method.la.clusters=8", "method.la.warm_start_epochs=1"]  # LA: resumed after its IR warm start
     if device_path:  # the GPU path's pieces, on CPU: batched kornia augmentation, bf16 autocast, fused SGD
         common += ["data.gpu_augment=true", "train.precision=bf16", "train.fused_optimizer=on"]
     assert pretrain(tmp_path, "straight", *common) == 0

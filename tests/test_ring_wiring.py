@@ -45,11 +45,11 @@ def assert_is_band(mask, sim, outer=OUTER, inner=INNER, exclude=None):
     assert (~mask | allowed).all(), "an entry outside the band is kept"
 
 
-def make(name, sampler, b=16):
+def make(name, sampler, b=16, **over):
     sets = [f"method.name={name}", f"negatives.sampler={sampler}", f"negatives.outer={OUTER}",
             f"negatives.inner={INNER}", "negatives.num=64", f"method.moco.queue_size={N}", "model.feat_dim=16",
-            "method.la.clusters=8"]
-    cfg = config.load(None, sets)
+            "method.la.clusters=8", "method.la.warm_start_epochs=0"]  # LA's own loss from the first step
+    cfg = config.load(None, sets + [f"{k}={v}" for k, v in over.items()])
     torch.manual_seed(0)
     m = methods.build(cfg, N, NegativeSampler.from_config(cfg.negatives, seed=0, device="cpu"))
     m.epoch_start(0)
@@ -135,8 +135,9 @@ def test_masking_methods_keep_exactly_the_band(monkeypatch, name):
 
 
 def test_la_baseline_background_is_its_nearest_rows(monkeypatch):
-    """LA's own background (ball, outer = k/N): the k most similar bank rows, no inner cut."""
-    m, views, index = make("la", "ball")
+    """LA's own background (ball of method.la.background = k rows): the anchor's own and its k - 1
+    most similar other bank rows, no inner cut; k = 128 is the band of OUTER: int(0.25 * 511) + 1."""
+    m, views, index = make("la", "ball", **{"negatives.outer": 0.1, "method.la.background": 128})
     calls = capture(monkeypatch, methods.la, "aggregation_loss")
     m(views, index, 0.0)
     (sim, _, background, _), _, _ = calls[0]

@@ -223,7 +223,10 @@ def _strict_types(data: dict, schema, source: str, prefix: str = "") -> None:
 
 def _read_yaml(path: Path) -> dict:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start:exc.start + 1]!r}); "
+                          f"expected a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
@@ -383,6 +386,15 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
+# Settings added with a default that changes training: a config written before them ran the
+# old behaviour, which these values keep (so an older checkpoint resumes as it was trained).
+BEFORE_SETTING = {"method.moco.exclude_own_key": False, "method.la.warm_start_epochs": 0}
+
+
 def migrate(data: dict) -> dict:
-    """A config dict (e.g. from an older checkpoint) in today's layout, with today's defaults."""
-    return to_dict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), _migrate(data))))
+    """A config dict (e.g. from an older checkpoint) in today's layout: today's defaults, except
+    BEFORE_SETTING's for the keys it lacks."""
+    flat = _flat(_migrate(data))
+    if "method.name" in flat:  # a ringbench config (not a hand-made fragment)
+        flat.update({k: v for k, v in BEFORE_SETTING.items() if k not in flat})
+    return to_dict(OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), _nest(flat))))

@@ -126,7 +126,10 @@ def test_each_method_has_its_own_settings_and_old_keys_still_read():
     assert old.method.ir.bank_momentum == old.method.cmc.bank_momentum == old.method.la.bank_momentum == 0.25
     # a checkpoint's config written in the old layout reads in today's
     migrated = config.migrate({"method": {"name": "moco", "queue_size": 4096, "key_momentum": 0.99}})
-    assert migrated["method"]["moco"] == {"queue_size": 4096, "key_momentum": 0.99, "exclude_own_key": True}
+    # written before exclude_own_key existed: it kept the own key, and resumes so
+    assert migrated["method"]["moco"] == {"queue_size": 4096, "key_momentum": 0.99, "exclude_own_key": False}
+    assert config.migrate({"method": {"name": "la"}})["method"]["la"]["warm_start_epochs"] == 0
+    assert config.migrate(config.to_dict(config.load(None, ["method.name=la"])))["method"]["la"]["warm_start_epochs"] == 10
     with pytest.raises(config.ConfigError, match=r"unknown config key 'method.moco.clusters'"):
         config.load(None, ["method.moco.clusters=3"])
 

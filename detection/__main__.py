@@ -78,6 +78,9 @@ def _parser() -> cli.Parser:
 def _check_outputs(args) -> None:
     """Every folder the command will write is writable, and the run name stays inside it."""
     if args.command == "convert":
+        if Path(args.out).is_dir():
+            raise cli.UserError(f"OUT {args.out}: is a folder; expected the path of the weights file to write "
+                                f"(e.g. {Path(args.out) / 'weights.pkl'})")
         cli.writable_dir(Path(args.out).parent, "OUT")
     elif args.command in ("train", "mini"):
         cli.writable_dir(args.results, "--results")

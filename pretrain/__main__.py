@@ -27,6 +27,17 @@ def parser() -> cli.Parser:
     return p
 
 
+def _where_to_resume(out) -> str:
+    """'; the last checkpoint runs/r/checkpoints/ckpt_step40.pt is intact: ...' for the one-line fault."""
+    if out is None:
+        return "; nothing was written"
+    from pretrain import checkpoint
+    good = checkpoint.latest(out / "checkpoints") if (out / "checkpoints").is_dir() else []
+    if not good:
+        return f"; no checkpoint of {out.name} was written: start it again with --overwrite"
+    return f"; the last checkpoint {good[0]} is intact: continue with --resume auto"
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     overrides = args.overrides + ([f"data.root={args.data_root}"] if args.data_root else [])
@@ -58,6 +69,8 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, OSError) as exc:  # checkpoints are atomic: the newest one on disk is whole
+        return cli.fault(exc, _where_to_resume(out if "out" in locals() else None))
     finally:
         if "pretrain.distributed" in sys.modules:
             from pretrain import distributed

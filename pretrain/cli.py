@@ -68,11 +68,18 @@ def architecture(text: str) -> str:
 _NAME = re.compile(r"^[^/\\]+$")
 
 
+MAX_NAME = 200  # bytes
+
+
 def check_run_name(name: str, flag: str) -> str:
     """A run name is one folder name: no path separator, not '.' or '..', so that
     OUT/<name>/ and RESULTS/<name>/ stay inside OUT and RESULTS."""
     if not name or not _NAME.match(name) or name in (".", "..") or ".." in name.split("."):
         raise UserError(f"{flag} {name!r}: a run name must be one folder name (no '/', '\\\\' or '..')")
+    if name.startswith("."):  # the report, like ls, skips dot folders: such a run would vanish from it
+        raise UserError(f"{flag} {name!r}: a run name must not start with '.' (hidden folders are not reported)")
+    if len(name.encode()) > MAX_NAME:  # folder names hold 255 bytes; lock and aside names add a little
+        raise UserError(f"{flag} {name[:40]!r}...: a run name of {len(name.encode())} bytes; expected at most {MAX_NAME}")
     return name
 
 
@@ -94,14 +101,32 @@ def writable_dir(path: str | os.PathLike, flag: str) -> Path:
     return path
 
 
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
+def fault(exc: BaseException, after: str = "") -> int:
+    """Ctrl-C or an operating-system error (a full disk, a file-size limit, a folder where a file
+    was expected) as one line on stderr, `after` appended (e.g. whether the last checkpoint is
+    intact); returns the exit status: 130 for Ctrl-C, 1 otherwise."""
+    if isinstance(exc, KeyboardInterrupt):
+        print(f"error: interrupted (Ctrl-C){after}", file=sys.stderr)
+        return INTERRUPTED
+    where = f"{exc.filename}: " if getattr(exc, "filename", None) else ""
+    print(f"error: {where}{exc.strerror or exc}{after}", file=sys.stderr)
+    return 1
+
+
 def exit_code(run, *also) -> int:
     """Run a command; bad input (UserError, or one of `also`) is its one-line message on
-    stderr and exit status 2."""
+    stderr and exit status 2; Ctrl-C and operating-system errors are one line too (fault).
+    Records are written atomically, so none is left half-written."""
     try:
         run()
     except (UserError, *also) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, OSError) as exc:
+        return fault(exc, "; no results record was written")
     return 0
 
 

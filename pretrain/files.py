@@ -15,10 +15,22 @@ def atomic_write(path: str | os.PathLike, dump: Callable, binary: bool = True) -
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     try:
         with open(tmp, "wb" if binary else "w") as f:
-            dump(f)
+            try:
+                dump(f)
+            except RuntimeError as exc:
+                # torch's zip writer reports a failed write of its file (a full disk, a file-size
+                # limit, Ctrl-C in the middle) as RuntimeError('[enforce fail at inline_container.cc]');
+                # the real cause is its context
+                if isinstance(exc.__context__, (OSError, KeyboardInterrupt)):
+                    raise exc.__context__ from None
+                raise
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None:  # a failed write names no file: name the one being written
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     dir_fd = os.open(path.parent, os.O_RDONLY)

@@ -47,23 +47,23 @@ def locked(path: Path, what: str):
     ends however it ends (a SIGKILL too): no stale lock is left to clear by hand. The second
     process gets one line naming the holder's pid."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    f = open(path, "a+")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)  # unbuffered: nothing left to flush on close
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        f.seek(0)
-        holder = f.read().strip() or "?"
-        f.close()
+        holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+        os.close(fd)
         raise UserError(f"{what} is in use by process {holder} (lock {path}); wait for it to end, "
                         f"or give this one another name") from None
     try:
-        f.seek(0)
-        f.truncate()
-        f.write(f"{os.getpid()}\n")
-        f.flush()
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError as exc:  # a full disk: name the file
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         yield
     finally:
-        f.close()  # releases the lock; the empty-of-meaning file may stay
+        os.close(fd)  # releases the lock; the file may stay
 
 
 def lock_path(out: Path) -> Path:

@@ -33,6 +33,8 @@ def main(argv=None) -> int:
         except UserError as exc:  # records that cannot be compared as asked (tables.ReportError)
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        except (KeyboardInterrupt, OSError) as exc:  # its files are written whole or not at all
+            return cli.fault(exc, "; the report may be incomplete: run the command again")
     for w in caught:
         print(f"warning: {w.message}", file=sys.stderr)
     print(f"[reports] {path}")

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from pretrain.files import atomic_write  # noqa: E402
 from reports import tables  # noqa: E402
 from reports.frames import number  # noqa: E402
 
@@ -24,9 +25,10 @@ ILLUSTRATIVE_ANNEAL = {"final": 0.1, "start": 1.0, "epochs": 100.0, "steps": 4, 
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)
+    try:  # whole or not at all, like every file the report writes
+        atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120, bbox_inches="tight"))
+    finally:
+        plt.close(fig)
     return path
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pretrain.files import atomic_write
+
 DASH = "—"  # a missing value
 # Unicode in the cells -> LaTeX that compiles with pdflatex too
 LATEX_SYMBOLS = {"±": r"$\pm$", "—": "---", "−": "$-$", "Δ": r"$\Delta$", "←": r"$\leftarrow$"}
@@ -63,7 +65,9 @@ def write(table, folder: Path) -> dict[str, Path]:
     """tables/<name>.md, .tex and .csv; returns the paths by format."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {ext: folder / f"{table.name}.{ext}" for ext in ("md", "tex", "csv")}
-    paths["md"].write_text(f"# {table.title}\n\n{table.note}\n\n{markdown(table.display)}\n")
-    paths["tex"].write_text(latex(table))
-    table.numbers.to_csv(paths["csv"], index=False)
+    # each whole or not at all (a full disk must not leave half a table: docs/design.md §7)
+    atomic_write(paths["md"], lambda f: f.write(f"# {table.title}\n\n{table.note}\n\n{markdown(table.display)}\n"),
+                 binary=False)
+    atomic_write(paths["tex"], lambda f: f.write(latex(table)), binary=False)
+    atomic_write(paths["csv"], lambda f: table.numbers.to_csv(f, index=False), binary=False)
     return paths

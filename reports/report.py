@@ -148,10 +148,7 @@ def build(results: Path, out: Path) -> Path:
     ours = [str(w.message) for w in caught if issubclass(w.category, ReportWarning)]
     if ours:
         rep.add("## Warnings", "\n".join(f"- {m}" for m in ours))
-    path = out / "report.md"
-    tmp = path.with_name(".report.md.tmp")
-    tmp.write_text("\n".join(rep.parts).rstrip() + "\n")
-    tmp.replace(path)
+    path = atomic_write(out / "report.md", lambda f: f.write("\n".join(rep.parts).rstrip() + "\n"), binary=False)
     rep.written.add(path)
     # an earlier report's files that this one did not write go; nothing else in `out` is touched
     earlier = manifest(out)

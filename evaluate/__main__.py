@@ -82,6 +82,9 @@ def _run(args, held: contextlib.ExitStack) -> Path:
         return features(net, loader, device, normalize=normalize)
 
     if args.task == "knn":
+        if args.k > len(train_ds):  # more neighbours than the bank holds: every image would vote
+            raise data.DataError(f"--k {args.k}: more neighbours than the {len(train_ds):,} images of the bank "
+                                 f"({name} {train_split}); expected at most {len(train_ds)}")
         task = f"knn_k{args.k}_t{args.t:g}_{name}"
     else:
         protocol = linear.with_epochs(PROTOCOLS[args.protocol], args.epochs)

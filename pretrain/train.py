@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from tqdm import tqdm
 
 from pretrain import checkpoint as ckpt
 from pretrain import config as config_mod
-from pretrain import data, device_decode, distributed, methods, records
+from pretrain import data, device_decode, distributed, methods, negatives, records
 from pretrain.device_augment import DeviceAugment
 from pretrain.devices import pick_device
 from pretrain.knn import features, knn_predict, topk_accuracy
@@ -30,6 +31,31 @@ from pretrain.negatives import NegativeSampler
 RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "train.keep_last",
                      "train.knn_every", "data.workers", "data.root", "train.device", "train.tensorboard",
                      "train.compile", "train.compile_mode", "train.fused_optimizer")
+
+
+def band_usage(sampler: NegativeSampler, method, cfg, steps: int) -> tuple[dict, str | None]:
+    """The band this run trains with, not the one it asks for: its size (rows of the pool) at the
+    first and the last step (every schedule is monotone, so these are its extremes) and the outer
+    fraction it ends at; and a warning where the band is smaller than the negatives a drawing
+    method must supply (they would repeat) or a single row."""
+    pool = method.pool_size()
+    last = cfg.optim.epochs - 1.0 / steps  # the last step's progress in epochs
+    sizes = []
+    for progress in (0.0, last):
+        lo, hi = negatives.band_limits(pool, *sampler.fractions(progress))
+        sizes.append(hi - lo)
+    outer, inner = sampler.fractions(last)
+    band = {"pool": pool, "size_min": min(sizes), "size_max": max(sizes), "first": sizes[0], "last": sizes[1],
+            "outer_last": outer, "inner": inner}
+    need = method.negatives_drawn()
+    warning = None
+    if need and band["size_min"] < need:
+        warning = (f"negatives: the band holds {band['size_min']:,} of {pool:,} pool rows at its narrowest "
+                   f"(outer {outer:g} at the last step), fewer than the {need:,} negatives {cfg.method.name} draws per "
+                   f"anchor: draws repeat")
+    elif band["size_min"] == 1 < pool:
+        warning = f"negatives: the band holds a single row of {pool:,} at its narrowest (outer {outer:g} at the last step)"
+    return band, warning
 
 
 class TrainingError(RuntimeError):
@@ -115,6 +141,11 @@ class Trainer:
         self.live = LiveLog(self.out, "pretrain", cfg.train.tensorboard)
         self._monitor_loaders = None
         (self.out / "checkpoints").mkdir(parents=True, exist_ok=True)
+        self.epoch_changes: list[dict] = []  # resumes with another optim.epochs (carried in checkpoints)
+        self.band, warning = band_usage(self.sampler, self.method, cfg, self.order.steps())
+        self.warnings = [warning] if warning else []
+        if warning:
+            print(f"[pretrain] warning: {warning}", file=sys.stderr)
 
     def _set_precision(self) -> None:
         """bf16 autocast for the backbones (train.precision) and NHWC on CUDA."""
@@ -158,8 +189,9 @@ class Trainer:
             "sampler": self.sampler.state_dict(), "rng": ckpt.rng_state(),
             "config": config_mod.to_dict(self.cfg),
             "epoch": self.epoch, "step": self.step, "step_in_epoch": self.step_in_epoch,
-            "knn": self.knn, "diagnostics": {"fn_sum": float(self._fn_sum), "fn_steps": self._fn_steps,
-                                             "false_negatives": self.false_negatives},
+            "knn": self.knn, "epoch_changes": self.epoch_changes,
+            "diagnostics": {"fn_sum": float(self._fn_sum), "fn_steps": self._fn_steps,
+                            "false_negatives": self.false_negatives},
         }
 
     def load_state(self, payload: dict, source: str) -> None:
@@ -180,6 +212,14 @@ class Trainer:
         ckpt.set_rng_state(payload["rng"])
         self.epoch, self.step, self.step_in_epoch = payload["epoch"], payload["step"], payload["step_in_epoch"]
         self.knn = payload.get("knn")
+        self.epoch_changes = list(payload.get("epoch_changes") or [])
+        before = payload["config"].get("optim", {}).get("epochs")
+        if before is not None and before != self.cfg.optim.epochs:
+            change = {"from": before, "to": self.cfg.optim.epochs, "at_epoch": self.epoch, "at_step": self.step}
+            self.epoch_changes.append(change)
+            print(f"[pretrain] warning: resuming a {before}-epoch run as a {self.cfg.optim.epochs}-epoch run at epoch "
+                  f"{self.epoch}: the learning-rate schedule (and an anneal that depends on it) of the epochs "
+                  f"still to come follows {self.cfg.optim.epochs}; the record says so", file=sys.stderr)
         diag = payload.get("diagnostics") or {}
         self._fn_sum.fill_(diag.get("fn_sum", 0.0))
         self._fn_steps, self.false_negatives = diag.get("fn_steps", 0), diag.get("false_negatives")
@@ -299,6 +339,9 @@ class Trainer:
         start, images, last_loss = time.time(), 0, float("nan")
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
+        if self.step == 0 and distributed.is_main():  # a fresh run's warnings open its log
+            with open(self.log_path, "a") as f:
+                f.writelines(json.dumps({"step": 0, "warning": w}) + "\n" for w in self.warnings)
         self.method.train()
         while self.epoch < cfg.optim.epochs:
             lr = learning_rate(cfg.optim, self.epoch)
@@ -375,6 +418,7 @@ class Trainer:
             rec = records.make(self.cfg.name, "pretrain", "pretrain", self.cfg.data.dataset, metrics,
                                config_mod.to_dict(self.cfg), checkpoint=final, seed=self.cfg.train.seed,
                                wall_s=stats["wall_s"], log=str(self.log_path), world_size=self.world,
-                               trained_images=sum(self.trained_classes.values()), trained_classes=self.trained_classes)
+                               trained_images=sum(self.trained_classes.values()), trained_classes=self.trained_classes,
+                               band=self.band, epoch_changes=self.epoch_changes, warnings=self.warnings)
             records.write(rec, self.results)
         return final

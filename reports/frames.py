@@ -44,6 +44,13 @@ def number(value) -> float:
     return x if math.isfinite(x) else math.nan
 
 
+PERCENT = (0.0, 100.0)  # accuracies and COCO APs are percentages
+
+
+def out_of_range(value: float) -> bool:
+    return not math.isnan(value) and not PERCENT[0] <= value <= PERCENT[1]
+
+
 def skip(record: dict, why: str) -> None:
     warnings.warn(f"skipping results record {record.get('_path', record.get('run'))}: {why}", ReportWarning)
 
@@ -161,6 +168,10 @@ def evaluations(records: list[dict]) -> pd.DataFrame:
         if math.isnan(number(r["metrics"].get("top1"))):
             skip(r, f"evaluation record whose metrics.top1 is not a number ({r['metrics'].get('top1')!r})")
             continue
+        wrong = [k for k in ("top1", "top5") if out_of_range(number(r["metrics"].get(k)))]
+        if wrong:
+            skip(r, f"evaluation record whose metrics.{wrong[0]} = {r['metrics'][wrong[0]]!r} is outside 0..100 (%)")
+            continue
         rows.append({**identity(r), "dataset": r["dataset"],
                      "pretrain_dataset": r.get("pretrain_dataset") or r["dataset"],
                      "eval": r.get("evaluation") or re.sub(r"_(e|i|k)\d.*$", "", variant), "eval_id": variant,
@@ -244,6 +255,9 @@ def metadataset(records: list[dict]) -> pd.DataFrame:
         if math.isnan(top1):
             skip(r, "Meta-Dataset record without a numeric metrics.top1")
             continue
+        if out_of_range(top1):
+            skip(r, f"Meta-Dataset record whose top-1 = {top1:g} is outside 0..100 (%)")
+            continue
         detail = r.get("protocol") if isinstance(r.get("protocol"), dict) else {}
         rows.append({**identity(r), "protocol": proto, "head": head or "", "domain": domain, "top1": top1,
                      "ci95": number(_first(m, "ci95", "ci", "ci_95", "conf95")),
@@ -280,16 +294,20 @@ def detection(records: list[dict]) -> pd.DataFrame:
     for r in records:
         if r.get("stage") != "detection":
             continue
-        found = 0
+        aps = {}
         for key, value in _flatten(r["metrics"]).items():
             iou, _, ap = key.partition("/")
             iou = "keypoints" if iou == "keypoint" else iou
             if iou in IOU_TYPES and ap in AP_KEYS and not math.isnan(number(value)):
-                rows.append({**identity(r), "task": r["task"], "dataset": r["dataset"],
-                             "setting": str(r.get("setting") or ""), "metric": f"{iou} {ap}", "value": number(value)})
-                found += 1
-        if not found:
+                aps[f"{iou} {ap}"] = number(value)
+        wrong = [m for m, v in aps.items() if out_of_range(v)]
+        if wrong:
+            skip(r, f"detection record whose {wrong[0]} = {aps[wrong[0]]:g} is outside 0..100 (%)")
+        elif not aps:
             skip(r, "detection record without numeric bbox/segm/keypoints AP, AP50 or AP75 metrics")
+        rows += [] if wrong else [{**identity(r), "task": r["task"], "dataset": r["dataset"],
+                                   "setting": str(r.get("setting") or ""), "metric": m, "value": v}
+                                  for m, v in aps.items()]
     return pd.DataFrame(rows, columns=IDENTITY + ["task", "dataset", "setting", "metric", "value"])
 
 

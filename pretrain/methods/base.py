@@ -40,6 +40,15 @@ class Method(nn.Module):
     def labels_of(self, index: torch.Tensor) -> torch.Tensor | None:
         return None if self.image_labels is None else self.image_labels[index]
 
+    def pool_size(self) -> int:
+        """Candidates each anchor's band is taken from, its own entry left out: the other rows
+        of a bank by default (the record's `band`, docs/design.md §7)."""
+        return self.num_samples - 1
+
+    def negatives_drawn(self) -> int:
+        """Negatives drawn per anchor from the band (IR, CMC); 0 where the whole band is used."""
+        return 0
+
     def epoch_start(self, epoch: int) -> None:
         """Called before each epoch's first step (also when resuming mid-epoch)."""
 

@@ -32,6 +32,9 @@ class CMC(BankMethod):
         self._drawn.append(drawn)
         return info_nce(pos, neg, self.t, pos_mask=neighbours)
 
+    def negatives_drawn(self) -> int:
+        return self.cfg.negatives.num
+
     def forward(self, views, index, epoch):
         enc = self.encoder
         f_l, f_ab = enc.features(views[0], split=True)

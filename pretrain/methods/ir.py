@@ -25,9 +25,12 @@ class IRSettings:
 class IR(BankMethod):
     views = 1
 
+    def negatives_drawn(self) -> int:
+        return self.cfg.negatives.num - (1 if self.settings.official_negatives else 0)
+
     def forward(self, views, index, epoch):
         q = self.encoder(views[0])
-        k = self.cfg.negatives.num - (1 if self.settings.official_negatives else 0)
+        k = self.negatives_drawn()
         pos, neg, drawn, neighbours = bank_logits(q, self.bank.rows, index, self.sampler, k, epoch)
         self.remember(index, q)
         fn = false_negatives(self.labels_of(index), self.image_labels, drawn=drawn)

@@ -41,6 +41,9 @@ class MoCo(Method):
         self.m = self.settings.key_momentum
         self._pending = None
 
+    def pool_size(self) -> int:
+        return len(self.queue)
+
     @torch.no_grad()
     def _ema(self):
         for q, k in zip(self.encoder.parameters(), self.key_encoder.parameters()):

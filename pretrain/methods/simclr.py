@@ -36,6 +36,9 @@ def _gather_with_grad(z: torch.Tensor) -> torch.Tensor:
 class SimCLR(Method):
     views = 2
 
+    def pool_size(self) -> int:
+        return 2 * self.cfg.optim.batch_size - 2  # the other in-batch embeddings of the global batch
+
     def forward(self, views, index, epoch):
         b = len(views[0])
         z = self.encoder(torch.cat(views))  # one pass: both views share the BN batch, as in SimCLR

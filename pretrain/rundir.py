@@ -14,6 +14,7 @@ from pathlib import Path
 from pretrain.errors import UserError
 
 REPLACED = ".replaced"  # the report skips folders whose name starts with a dot
+LOCKS = ".locks"  # RESULTS/.locks/<run>/<stage>/<task>.lock: records being written
 
 
 def holds_run(out: Path, results: Path) -> bool:
@@ -62,8 +63,15 @@ def locked(path: Path, what: str):
         except OSError as exc:  # a full disk: name the file
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         yield
+        # done: the lock file goes (while still held, so no one else is inside); one who opened
+        # it in the last microseconds finds it released, and starts after our work is complete
+        path.unlink(missing_ok=True)
+        for folder in path.parents:  # RESULTS/.locks/<run>/<stage>: folders it emptied go too
+            if LOCKS not in folder.parts or any(folder.iterdir()):
+                break
+            folder.rmdir()
     finally:
-        os.close(fd)  # releases the lock; the file may stay
+        os.close(fd)  # releases the lock
 
 
 def lock_path(out: Path) -> Path:
@@ -73,4 +81,4 @@ def lock_path(out: Path) -> Path:
 
 def record_lock(results: Path, run: str, stage: str, task: str):
     """The lock of one results record, under RESULTS/.locks/ (the report reads no dot folder)."""
-    return locked(results / ".locks" / run / stage / f"{task}.lock", f"results record {results / run / stage / task}.json")
+    return locked(results / LOCKS / run / stage / f"{task}.lock", f"results record {results / run / stage / task}.json")

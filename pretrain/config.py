@@ -266,6 +266,12 @@ def _layers(path: Path, seen: tuple = ()) -> list[tuple[str, dict]]:
     defaults = data.pop("defaults", []) or []
     if not isinstance(defaults, list):
         raise ConfigError(f"{path}: key 'defaults': expected a list of group/option names, got {defaults!r}")
+    groups = [e.split("/")[0] for e in defaults if isinstance(e, str) and "/" in e and not e.startswith((".", "/"))]
+    twice = next((g for g in groups if groups.count(g) > 1), None)
+    if twice is not None:  # the later option would silently replace the earlier one's keys
+        named = ", ".join(e for e in defaults if isinstance(e, str) and e.startswith(twice + "/"))
+        raise ConfigError(f"{path}: key 'defaults': two options of group '{twice}' ({named}); expected at most one "
+                          f"(the later would silently override the earlier)")
     out = []
     for entry in defaults:
         out += _layers(_resolve(entry, path), seen + (path.resolve(),))

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from pretrain import config
@@ -142,3 +144,16 @@ def test_paper_presets_no_longer_repeat_the_defaults():
     for p in presets:
         lines = [l for l in p.read_text().splitlines() if l.strip() and not l.startswith("#")]
         assert lines[0].startswith("defaults: [") and len(lines) <= 3, p
+
+
+def test_two_options_of_one_group_in_defaults_are_refused(tmp_path):
+    """The later option would silently replace the earlier one's keys (ring over uniform here)."""
+    groups = Path(__file__).parent.parent / "configs" / "groups"
+    preset = tmp_path / "configs" / "x.yaml"
+    preset.parent.mkdir()
+    (tmp_path / "configs" / "groups").symlink_to(groups)
+    preset.write_text("defaults: [method/ir, negatives/uniform, negatives/ring]\nname: x\n")
+    with pytest.raises(config.ConfigError, match=r"two options of group 'negatives' \(negatives/uniform, negatives/ring\)"):
+        config.load(preset)
+    preset.write_text("defaults: [method/moco, scale/small_data, negatives/ring]\nname: x\n")  # a modifier group
+    assert config.load(preset).method.moco.queue_size == 4096

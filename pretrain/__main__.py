@@ -7,7 +7,6 @@ import os
 import sys
 
 from pretrain import cli
-from pretrain import config as config_mod
 from pretrain.errors import UserError
 
 
@@ -42,6 +41,7 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     overrides = args.overrides + ([f"data.root={args.data_root}"] if args.data_root else [])
     final, main_rank = None, True
+    from pretrain import config as config_mod  # (torch, through the registries: not for --help)
     try:
         cfg = config_mod.load(args.config, overrides)
         if args.print_config:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 from pretrain import cli
 from pretrain.errors import UserError
-from reports.report import build
 
 
 def main(argv=None) -> int:
@@ -26,6 +25,7 @@ def main(argv=None) -> int:
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    from reports.report import build  # pandas, matplotlib, seaborn: not for --help
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:

@@ -85,3 +85,15 @@ print("ok")
     listed = subprocess.run([sys.executable, "-c", "from pretrain.registry import METHODS; print(METHODS.names())"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert "'demo'" in listed.stdout  # what tests/test_methods.py parametrises over
+
+
+def test_help_imports_no_torch_for_pretrain_and_reports():
+    """--help answers at once (issue 26): pretrain and reports parse before their heavy imports."""
+    import subprocess
+    import sys
+    for module in ("pretrain", "reports"):
+        code = (f"import runpy, sys; sys.argv = ['{module}', '--help']\n"
+                f"try:\n    runpy.run_module('{module}', run_name='__main__')\nexcept SystemExit:\n    pass\n"
+                f"assert not any(m in sys.modules for m in ('torch', 'pandas', 'matplotlib')), '{module}'")
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stderr

@@ -417,7 +417,8 @@ class Trainer:
                 metrics["false_negatives"] = self.false_negatives
             rec = records.make(self.cfg.name, "pretrain", "pretrain", self.cfg.data.dataset, metrics,
                                config_mod.to_dict(self.cfg), checkpoint=final, seed=self.cfg.train.seed,
-                               wall_s=stats["wall_s"], log=str(self.log_path), world_size=self.world,
+                               wall_s=stats["wall_s"], log=str(self.log_path),
+                               log_absolute=str(self.log_path.resolve()), world_size=self.world,
                                trained_images=sum(self.trained_classes.values()), trained_classes=self.trained_classes,
                                band=self.band, epoch_changes=self.epoch_changes, warnings=self.warnings)
             records.write(rec, self.results)

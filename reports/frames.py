@@ -209,10 +209,11 @@ def pretraining(records: list[dict]) -> pd.DataFrame:
                      "final_loss": number(m.get("final_loss")), "knn_top1": number(m.get("knn_top1")),
                      "false_negatives": number(m.get("false_negatives")),
                      "images_per_s": number(m.get("images_per_s")), "log": r.get("log"),
+                     "log_absolute": r.get("log_absolute"),
                      "config": r.get("config") if isinstance(r.get("config"), dict) else {},
                      "_path": r.get("_path")})
-    columns = IDENTITY + ["dataset", "epochs", "final_loss", "knn_top1", "false_negatives", "images_per_s", "log", "config",
-                          "_path"]
+    columns = IDENTITY + ["dataset", "epochs", "final_loss", "knn_top1", "false_negatives", "images_per_s", "log",
+                          "log_absolute", "config", "_path"]
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -18,9 +18,12 @@ from pretrain.records import ReportWarning
 COLUMNS = ["run", "step", "epoch", "loss", "knn_top1", "outer", "step_line"]  # step_line: not an epoch line
 
 
-def locate(log: str, results: Path) -> Path | None:
-    """The log path as recorded is relative to wherever pretraining ran (usually the repository
-    root), so try it from here, then from each folder above the results directory."""
+def locate(log: str, results: Path, absolute: str | None = None) -> Path | None:
+    """The log where pretraining wrote it (`absolute`, in records since it was recorded), else
+    the recorded path, relative to wherever pretraining ran (usually the repository root): from
+    here, then from each folder above the results directory (the tree may have moved)."""
+    if isinstance(absolute, str) and Path(absolute).is_file():
+        return Path(absolute)
     path = Path(log)
     if path.is_absolute():
         return path if path.is_file() else None
@@ -62,7 +65,7 @@ def training_logs(pre: pd.DataFrame, results: Path) -> pd.DataFrame:
     for _, r in pre.iterrows():
         if not isinstance(r["log"], str) or not r["log"]:
             continue  # the record names no log: nothing to look for
-        path = locate(r["log"], results)
+        path = locate(r["log"], results, r.get("log_absolute"))
         if path is None:
             warnings.warn(f"training log of run {r['run']} not found: {r['log']}", ReportWarning)
             continue

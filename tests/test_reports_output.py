@@ -214,3 +214,16 @@ def test_the_report_removes_only_what_an_earlier_report_wrote(results, tmp_path)
     assert reports_main(["--results", str(results), "--out", str(out)]) == 0
     assert not (out / "figures" / "toy_mi.png").exists() and not (out / "tables" / "toy_mi.md").exists()
     assert all(path.read_text() == "x" for path in mine)
+
+
+def test_the_report_finds_the_logs_from_any_folder(tmp_path, monkeypatch):
+    """Pretraining ran in one folder with a relative --out, the results went elsewhere, and the
+    report runs from a third: the record's absolute log path finds the log."""
+    ran_in, elsewhere = tmp_path / "project", tmp_path / "store" / "results"
+    log = write_log(ran_in / "runs" / "r" / "log.jsonl", ring=True)
+    rec = pretrain_record(tmp_path, "r", "ir", "ring", "runs/r/log.jsonl")
+    rec["log_absolute"] = str(log)
+    elsewhere.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "store")
+    found = logs.training_logs(frames.pretraining([rec]), elsewhere)
+    assert set(found["run"]) == {"r"} and len(found) == 10

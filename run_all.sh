@@ -8,8 +8,9 @@
 #   bash run_all.sh --profile gpu                     # the one-GPU evidence runs, 3 seeds
 #   bash run_all.sh --profile gpu-sweep               # IR and MoCo over ring widths, 3 seeds
 #   bash run_all.sh --profile cpu-sweep               # a CPU-sized sweep: IR and MoCo, 2 seeds
+#   bash run_all.sh --profile cpu-strategies          # uniform, Ring, DCL, HCL: IR and MoCo, 2 seeds
 #
-# Options: --profile mini|paper|gpu|gpu-sweep|cpu-sweep, --data-root DIR, --out DIR (default:
+# Options: --profile mini|paper|gpu|gpu-sweep|cpu-sweep|cpu-strategies, --data-root DIR, --out DIR (default:
 #          work/<profile>), --resume (continue interrupted runs), --jobs N (runs at a time on
 #          CPU), --seeds N or --seed-list 0,1,2 (paired seeds: a method's baseline and ring
 #          share each seed), --grid KEY=V1,V2 (sweep the ring presets; repeatable),

@@ -22,7 +22,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from pretrain.errors import UserError
 from pretrain.negatives import SCHEDULES
-from pretrain.registry import DATASETS, METHODS, SAMPLERS, Registry
+from pretrain.registry import DATASETS, METHODS, SAMPLERS, STRATEGIES, Registry
 from pretrain.settings import at_least, fraction, out_of_range, positive
 
 
@@ -63,8 +63,9 @@ class AnnealConfig:
 
 
 @dataclass
-class NegativesConfig:
+class _NegativesBase:
     sampler: str = "uniform"        # a registered sampler: uniform | ring | ball
+    objective: str = "infonce"      # a registered strategy: how negatives count (infonce | dcl | hcl)
     outer: float = fraction(0.1, low_open=True)  # keep the closest `outer` fraction of the pool (thres_outer)
     inner: float = fraction(0.1, high_open=True)  # ... minus the closest `inner` fraction of those (thres_inner)
     num: int = at_least(4096, 1)    # K: negatives IR and CMC draw per anchor; MoCo uses its whole band
@@ -88,6 +89,20 @@ def _method_config() -> type:
 
 
 MethodConfig = _method_config()
+
+
+def _negatives_config() -> type:
+    """`negatives`: the sampler's keys, then one section per registered strategy that has
+    settings of its own (`negatives.hcl.beta`; its dataclass lives in its file)."""
+    fields = []
+    for name in STRATEGIES.names():
+        own = STRATEGIES.meta(name).get("config")
+        if own is not None:
+            fields.append((name, own, field(default_factory=own)))
+    return dataclasses.make_dataclass("NegativesConfig", fields, bases=(_NegativesBase,))
+
+
+NegativesConfig = _negatives_config()
 
 
 @dataclass
@@ -139,6 +154,7 @@ CHOICES = {  # a tuple, or a registry (pretrain/registry.py) whose names are the
     "model.arch": ("resnet18", "resnet50"),
     "model.head": ("mlp", "linear"),
     "negatives.sampler": SAMPLERS,
+    "negatives.objective": STRATEGIES,
     "train.precision": ("auto", "fp32", "bf16"),
     "negatives.anneal.schedule": SCHEDULES,
     "method.name": METHODS,
@@ -343,6 +359,10 @@ def validate(cfg: Config, source: str = "config", sources: dict | None = None) -
         raise ConfigError(f"{where('negatives.neighbor_views')}: key 'negatives.neighbor_views' = true needs "
                           f"negatives.sampler=ring with exact ranks (negatives.estimate=0), and a method other than "
                           f"la (whose close neighbours are its own)")
+    if cfg.negatives.objective != "infonce" and (cfg.method.name == "la" or cfg.negatives.neighbor_views):
+        raise ConfigError(f"{where('negatives.objective')}: key 'negatives.objective' = {cfg.negatives.objective!r} "
+                          f"reweights InfoNCE's negatives; expected infonce with method la (its loss is not "
+                          f"InfoNCE) or with negatives.neighbor_views (which changes the numerator instead)")
     moco = getattr(cfg.method, "moco", None)
     if cfg.method.name == "moco" and moco.queue_size < cfg.optim.batch_size:
         raise ConfigError(f"{where('method.moco.queue_size')}: key 'method.moco.queue_size' = {moco.queue_size}, "

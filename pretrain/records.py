@@ -57,8 +57,18 @@ def provenance(config: dict | None) -> dict:
     cfg = config if isinstance(config, dict) else {}
     part = lambda name: cfg.get(name) if isinstance(cfg.get(name), dict) else {}  # noqa: E731
     method = part("method").get("name")
-    return {"method": method, "negatives": part("negatives").get("sampler"),
+    return {"method": method, "negatives": negatives_name(part("negatives")),
             "baseline_sampler": baseline_sampler(method), "pretrain_dataset": part("data").get("dataset")}
+
+
+def negatives_name(neg: dict) -> str | None:
+    """A run's negatives in one name: the sampler, with a strategy other than plain InfoNCE
+    after it ('dcl' for uniform + DCL, 'ring+hcl'); the method's baseline is its own sampler
+    with InfoNCE (docs/design.md §12)."""
+    sampler, objective = neg.get("sampler"), neg.get("objective", "infonce")
+    if objective in (None, "infonce"):
+        return sampler
+    return objective if sampler in (None, "uniform") else f"{sampler}+{objective}"
 
 
 def baseline_sampler(method: str | None) -> str | None:
@@ -100,6 +110,10 @@ def model_identity(config: dict | None, method: str | None = None, negatives: st
     section = cfg.get("method") if isinstance(cfg.get("method"), dict) else {}
     name = section.get("name", method)
     cfg["method"] = {k: v for k, v in section.items() if not isinstance(v, dict) or k == name}
+    if isinstance(cfg.get("negatives"), dict):  # likewise only the run's own strategy's settings
+        neg = cfg["negatives"]
+        cfg["negatives"] = {k: v for k, v in neg.items()
+                            if not isinstance(v, dict) or k in ("anneal", neg.get("objective"))}
     flat = {k: v for k, v in flatten(cfg).items() if k not in NOT_IDENTITY}
     if name is not None:
         flat.setdefault("method.name", name)

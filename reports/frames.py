@@ -69,7 +69,7 @@ def identity(r: dict) -> dict:
     method = r.get("method") or section("method").get("name") or "?"
     neg = section("negatives")
     anneal = neg.get("anneal")
-    negatives = r.get("negatives") or neg.get("sampler") or "?"
+    negatives = r.get("negatives") or records.negatives_name(neg) or "?"
     baseline = r.get("baseline_sampler") or LEGACY_BASELINES.get(method, "uniform")
     model = model_of(r)
     return {
@@ -135,19 +135,24 @@ def latest(recs: list[dict]) -> list[dict]:
     return list(newest.values())
 
 
+SYMBOLS = {"tau_plus": "τ⁺", "beta": "β"}
+
+
 def negatives_setting(neg: dict) -> str:
     """What a non-baseline sampler ran with, in words: 'outer 0.25, inner 0.1, linear anneal over
     2 epochs'. Runs of one method with different settings are different rows of a table."""
     parts = []
-    if "outer" in neg:
+    if "outer" in neg and neg.get("sampler") != "uniform":  # (the whole pool has no width)
         parts.append(f"outer {number(neg['outer']):g}")
     if neg.get("sampler") == "ring" and "inner" in neg:
         parts.append(f"inner {number(neg['inner']):g}")
     anneal = neg.get("anneal") if isinstance(neg.get("anneal"), dict) else {}
-    if anneal.get("schedule", "none") != "none" and number(anneal.get("epochs", 0)) > 0:
+    if anneal.get("schedule", "none") != "none" and number(anneal.get("epochs", 0)) > 0 and neg.get("sampler") != "uniform":
         parts.append(f"{anneal['schedule']} anneal over {number(anneal['epochs']):g} epochs")
     if neg.get("neighbor_views"):
         parts.append("neighbour views")
+    own = neg.get(neg.get("objective")) if isinstance(neg.get(neg.get("objective")), dict) else {}
+    parts += [f"{SYMBOLS.get(k, k)} {number(v):g}" for k, v in own.items()]  # a strategy's settings: τ⁺ 0.1, β 1
     return ", ".join(parts)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from pretrain.errors import UserError
-from pretrain.registry import METHODS, SAMPLERS
+from pretrain.registry import METHODS, SAMPLERS, STRATEGIES
 from reports import frames, stats
 from reports.frames import evaluations  # noqa: F401  (kept importable from here)
 from reports.render import DASH
@@ -27,7 +27,9 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-1
                  "imagenet100": "ImageNet-100"}
 METHOD_NAMES = {name: METHODS.label(name) for name in METHODS.names()}  # the registry's order and labels
 SAMPLER_NAMES = {name: SAMPLERS.label(name) for name in SAMPLERS.names()}
-SAMPLER_ORDER = ("ring", *(n for n in SAMPLERS.names() if n != "ring"))  # Ring first: the comparison
+SAMPLER_NAMES.update({name: STRATEGIES.label(name) for name in STRATEGIES.names()})
+# Ring first (the comparison), the other samplers, then the strategies (DCL, HCL)
+SAMPLER_ORDER = ("ring", *(n for n in SAMPLERS.names() if n != "ring"), *STRATEGIES.names())
 EVAL_ORDER = ("linear_paper", "linear_moco", "linear_cached", "knn")
 EVAL_TITLES = {"linear_paper": "Linear probe with the official Ring code's settings",
                "linear_moco": "Linear probe with MoCo's settings",
@@ -69,11 +71,16 @@ def model_name(method: str, sampler: str, baseline: str = BASELINE, setting: str
     base = method_name(method)
     if sampler == baseline:
         return base + _extra(variant)
-    return f"{base} + {SAMPLER_NAMES.get(sampler, sampler)}" + _extra(setting, variant)
+    return f"{base} + {negatives_label(sampler)}" + _extra(setting, variant)
 
 
 def delta_name(method: str, sampler: str, setting: str = "", variant: str = "") -> str:
-    return f"Δ {SAMPLER_NAMES.get(sampler, sampler)}{_extra(setting)} ({', '.join(filter(None, (method_name(method), variant)))})"
+    return f"Δ {negatives_label(sampler)}{_extra(setting)} ({', '.join(filter(None, (method_name(method), variant)))})"
+
+
+def negatives_label(name: str) -> str:
+    """'Ring', 'DCL', 'Ring + HCL' (records.negatives_name's 'ring+hcl')."""
+    return " + ".join(SAMPLER_NAMES.get(part, part) for part in str(name).split("+"))
 
 
 def model_labels(df: pd.DataFrame) -> list[str]:
@@ -85,7 +92,8 @@ def model_labels(df: pd.DataFrame) -> list[str]:
 
 # The keys a row label already shows through the sampler and its setting (frames.negatives_setting).
 SAMPLER_KEYS = ("negatives.sampler", "negatives.outer", "negatives.inner", "negatives.anneal.schedule",
-                "negatives.anneal.epochs", "negatives.neighbor_views")
+                "negatives.anneal.epochs", "negatives.neighbor_views", "negatives.objective",
+                *(f"negatives.{name}." for name in STRATEGIES.names()))  # (a strategy's settings: a prefix)
 KEY_NAMES = {"method.moco.queue_size": "queue", "optim.epochs": "epochs", "optim.batch_size": "batch",
              "optim.lr": "lr", "data.image_size": "image size", "data.limit": "images", "negatives.num": "K",
              "method.temperature": "t", "model.arch": "", "data.dataset": "pretrained on"}
@@ -119,7 +127,7 @@ def with_variants(df: pd.DataFrame, scope: list[str]) -> pd.DataFrame:
     varying: dict[str, set] = {}
     for (method, *_), g in df.groupby(["method", *scope], sort=False):
         models = [configs[i] for i in g["model_id"].unique()]
-        keys = set().union(*models) - set(SAMPLER_KEYS)
+        keys = {k for k in set().union(*models) if not k.startswith(SAMPLER_KEYS)}
         varying.setdefault(method, set()).update(
             k for k in keys if len({json.dumps(m.get(k), sort_keys=True, default=str) for m in models}) > 1)
     label = {i: ", ".join(describe(k, configs[i].get(k)) for k in sorted(varying.get(m, ())))

@@ -8,7 +8,7 @@ their difference. A sweep grid applies to the ring presets only; the baseline ru
 seed. Launchers: `local` (N jobs at a time; on GPUs, N per GPU from its free memory) and
 `slurm` (one job per run through submitit).
 
-    python scripts/pipeline.py --profile mini|paper|gpu|gpu-sweep|cpu-sweep [--seeds N | --seed-list 0,1]
+    python scripts/pipeline.py --profile mini|paper|gpu|gpu-sweep|cpu-sweep|cpu-strategies [--seeds N | --seed-list 0,1]
         [--grid KEY=V1,V2 ...] [--launcher local|slurm] [--jobs N] [--data-root DIR] [--out DIR] [--resume]
 """
 from __future__ import annotations
@@ -50,11 +50,14 @@ class Profile:
 
 
 PROFILES = {
-    "mini": Profile("configs/mini", 1, "cached", episodes=50, detection="mini", jobs=2),
+    "mini": Profile("configs/mini", 1, "cached", episodes=50, detection="mini", jobs=2,
+                    only=("mini_*_uniform", "mini_*_ring", "mini_*_ball")),  # the strategies: cpu-strategies
     "paper": Profile("configs/paper", 1, "paper", episodes=600, detection="coco"),
     "gpu": Profile("configs/gpu", 3, "cached", episodes=50, gpu_mem_gib=4.0),
     "gpu-sweep": Profile("configs/gpu", 3, "cached", only=("gpu_photos_ir_*", "gpu_photos_moco_*"), sweep=True,
                          anneal_epochs=10, gpu_mem_gib=4.0),
+    # uniform, Ring, DCL and HCL for IR and MoCo on the mini data (docs/design.md §12)
+    "cpu-strategies": Profile("configs/mini", 2, "cached", only=("mini_ir_*", "mini_moco_*"), jobs=2),
     "cpu-sweep": Profile("configs/mini", 2, "cached", only=("mini_ir_*", "mini_moco_*"), sweep=True,
                          anneal_epochs=2, jobs=2),
 }

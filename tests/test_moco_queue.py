@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain import config, methods
+from pretrain import config, methods, strategies
 from pretrain.memory import Queue
 from pretrain.negatives import NegativeSampler
 
@@ -28,8 +28,8 @@ def make(sampler="uniform", exclude=True, neighbor_views=False, num_samples=32):
 
 def loss_inputs(monkeypatch, m, views, index):
     """(loss, pos, neg, neg_mask, pos_mask) of the one info_nce call of a MoCo step."""
-    calls, real = [], methods.moco.info_nce
-    monkeypatch.setattr(methods.moco, "info_nce", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
+    calls, real = [], strategies.info_nce
+    monkeypatch.setattr(strategies, "info_nce", lambda *a, **k: calls.append((a, k)) or real(*a, **k))
     loss, _ = m(views, index, 0.0)
     assert len(calls) == 1
     (pos, neg, _, mask), kwargs = calls[0]

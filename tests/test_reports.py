@@ -374,7 +374,7 @@ def test_every_preset_with_another_sampler_has_exactly_one_baseline_preset_to_pa
             cfg = config_mod.to_dict(config_mod.load(path))
             ident = records.model_identity(cfg)
             pair = records.fingerprint({k: v for k, v in ident.items() if not k.startswith("negatives.")})
-            models[path.name] = (cfg["method"]["name"], cfg["negatives"]["sampler"], pair)
+            models[path.name] = (cfg["method"]["name"], records.negatives_name(cfg["negatives"]), pair)
         for name, (method, sampler, pair) in models.items():
             if sampler == METHODS[method].baseline_sampler:
                 continue

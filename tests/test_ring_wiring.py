@@ -5,7 +5,7 @@ or a method that drops the ring's mask, fails here (docs/design.md §3)."""
 import pytest
 import torch
 
-from pretrain import config, methods
+from pretrain import config, methods, strategies
 from pretrain.negatives import NegativeSampler
 
 OUTER, INNER = 0.25, 0.2
@@ -77,7 +77,7 @@ def bank_negatives_in_band(monkeypatch, name, sampler):
     mod = {"ir": methods.ir, "cmc": methods.cmc}[name]
     m, views, index = make(name, sampler)
     drawn = capture(monkeypatch, mod, "bank_logits")
-    losses = capture(monkeypatch, mod, "info_nce")
+    losses = capture(monkeypatch, strategies, "info_nce")
     m(views, index, 0.0)
     assert len(drawn) == len(losses) == (2 if name == "cmc" else 1)
     fractions = []
@@ -111,7 +111,7 @@ def masked_loss_inputs(monkeypatch, name, sampler):
         (sim, _, background, _), _, _ = calls[0]
         return sim.detach(), background, index
     m, views, index = make(name, sampler, b=32 if name == "simclr" else 16)
-    calls = capture(monkeypatch, getattr(methods, name), "info_nce")
+    calls = capture(monkeypatch, strategies, "info_nce")
     m(views, index, 0.0)
     assert len(calls) == 1
     args, kwargs, _ = calls[0]
@@ -213,7 +213,7 @@ def test_neighbour_views_put_the_inner_core_on_the_positive_side(monkeypatch, na
     x = torch.rand(b, 3, 32, 32, generator=g) * 2 - 1
     views, index = [x, x + 0.3 * torch.randn(b, 3, 32, 32, generator=g)], torch.arange(b) * 5
     mod = getattr(methods, name)
-    losses = capture(monkeypatch, mod, "info_nce")
+    losses = capture(monkeypatch, strategies, "info_nce")
     drawn = capture(monkeypatch, mod, "bank_logits") if name in ("ir", "cmc") else None
     m(views, index, 0.0)
     for i, (args, kwargs, _) in enumerate(losses):

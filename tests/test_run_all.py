@@ -15,7 +15,8 @@ import pipeline  # noqa: E402
 def test_a_sweep_plans_paired_seeds_and_every_grid_point():
     runs = pipeline.plan(pipeline.PROFILES["cpu-sweep"], [0, 1], [])
     names = [r.name for r in runs]
-    assert len(names) == len(set(names)) == 2 * 2 + 2 * 9 * 2  # baselines x seeds + rings x points x seeds
+    # baselines x seeds + DCL and HCL x seeds + rings x points x seeds
+    assert len(names) == len(set(names)) == 2 * 2 + 2 * 2 * 2 + 2 * 9 * 2
     ring = [r for r in runs if r.name.startswith("mini_ir_ring")]
     assert {tuple(sorted(r.sets)) for r in ring} >= {("negatives.anneal.schedule=none", "negatives.outer=1.0"),
                                                      ("negatives.anneal.epochs=2", "negatives.anneal.schedule=linear",

@@ -8,6 +8,7 @@ from pretrain import distributed
 from pretrain.memory import MemoryBank
 from pretrain.models import Encoder
 from pretrain.negatives import NegativeSampler
+from pretrain.registry import STRATEGIES
 
 
 class Method(nn.Module):
@@ -25,6 +26,9 @@ class Method(nn.Module):
         self.settings = getattr(cfg.method, cfg.method.name, None)  # this method's own dataclass, if it has one
         self.encoder = Encoder(cfg.model, split_lab=self.split_lab)
         self.t = cfg.method.temperature
+        # how the negatives count in the loss (docs/design.md §12): infonce, dcl, hcl
+        self.objective = STRATEGIES[cfg.negatives.objective]
+        self.objective_settings = getattr(cfg.negatives, cfg.negatives.objective, None)
         # memories start from their own seeded generator: identical across processes
         self.init_generator = torch.Generator().manual_seed(cfg.train.seed + 1)
         self.register_buffer("image_labels", None, persistent=False)  # set_labels: the diagnostic's
@@ -39,6 +43,12 @@ class Method(nn.Module):
 
     def labels_of(self, index: torch.Tensor) -> torch.Tensor | None:
         return None if self.image_labels is None else self.image_labels[index]
+
+    def contrast(self, pos: torch.Tensor, neg: torch.Tensor, neg_mask: torch.Tensor | None = None,
+                 pos_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The contrastive loss of positives against negatives, as the run's strategy counts
+        them (`negatives.objective`: InfoNCE by default)."""
+        return self.objective(pos, neg, self.t, neg_mask, pos_mask, self.objective_settings)
 
     def pool_size(self) -> int:
         """Candidates each anchor's band is taken from, its own entry left out: the other rows

@@ -11,7 +11,6 @@ import torch
 import torch.nn.functional as F
 
 from pretrain.methods.base import BankMethod, bank_logits, false_negatives
-from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
 from pretrain.settings import fraction
 
@@ -30,7 +29,7 @@ class CMC(BankMethod):
     def _direction(self, q, bank, index, epoch):
         pos, neg, drawn, neighbours = bank_logits(q, bank.rows, index, self.sampler, self.cfg.negatives.num, epoch)
         self._drawn.append(drawn)
-        return info_nce(pos, neg, self.t, pos_mask=neighbours)
+        return self.contrast(pos, neg, pos_mask=neighbours)
 
     def negatives_drawn(self) -> int:
         return self.cfg.negatives.num

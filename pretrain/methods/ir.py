@@ -10,7 +10,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from pretrain.methods.base import BankMethod, bank_logits, false_negatives
-from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
 from pretrain.settings import fraction
 
@@ -34,4 +33,4 @@ class IR(BankMethod):
         pos, neg, drawn, neighbours = bank_logits(q, self.bank.rows, index, self.sampler, k, epoch)
         self.remember(index, q)
         fn = false_negatives(self.labels_of(index), self.image_labels, drawn=drawn)
-        return info_nce(pos, neg, self.t, pos_mask=neighbours), fn
+        return self.contrast(pos, neg, pos_mask=neighbours), fn

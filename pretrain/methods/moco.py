@@ -12,7 +12,6 @@ import torch
 from pretrain import distributed
 from pretrain.memory import Queue
 from pretrain.methods.base import Method, false_negatives
-from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
 from pretrain.settings import at_least, fraction
 
@@ -81,7 +80,7 @@ class MoCo(Method):
             mask = ~own if mask is None else mask & ~own
             neighbours = None if neighbours is None else neighbours & ~own
             self.sampler.empty |= ~mask.any(1).all()  # some anchor's only negatives were its own keys
-        loss = info_nce((q * k).sum(1), neg, self.t, mask, pos_mask=neighbours)
+        loss = self.contrast((q * k).sum(1), neg, mask, pos_mask=neighbours)
         labels = self.labels_of(index)
         self._pending = (k, labels, index)
         # the diagnostic reads the mask that entered the loss, own keys removed

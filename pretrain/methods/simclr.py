@@ -9,7 +9,6 @@ import torch.distributed.nn.functional as dist_fn
 
 from pretrain import distributed
 from pretrain.methods.base import Method, false_negatives
-from pretrain.objectives import info_nce
 from pretrain.registry import METHODS
 
 
@@ -53,4 +52,4 @@ class SimCLR(Method):
         labels = self.labels_of(distributed.gather(index))  # the global batch's, in `full`'s order
         fn = {} if labels is None else false_negatives(
             labels.repeat(2)[rows], others(labels.repeat(2)[None, :].expand(len(rows), -1), rows), mask=mask)
-        return info_nce(pos, pool, self.t, mask, pos_mask=neighbours), fn
+        return self.contrast(pos, pool, mask, pos_mask=neighbours), fn

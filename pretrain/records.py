@@ -64,7 +64,7 @@ def provenance(config: dict | None) -> dict:
 def negatives_name(neg: dict) -> str | None:
     """A run's negatives in one name: the sampler, with a strategy other than plain InfoNCE
     after it ('dcl' for uniform + DCL, 'ring+hcl'); the method's baseline is its own sampler
-    with InfoNCE (docs/design.md §12)."""
+    with InfoNCE (docs/design.md §11)."""
     sampler, objective = neg.get("sampler"), neg.get("objective", "infonce")
     if objective in (None, "infonce"):
         return sampler

@@ -56,7 +56,7 @@ PROFILES = {
     "gpu": Profile("configs/gpu", 3, "cached", episodes=50, gpu_mem_gib=4.0),
     "gpu-sweep": Profile("configs/gpu", 3, "cached", only=("gpu_photos_ir_*", "gpu_photos_moco_*"), sweep=True,
                          anneal_epochs=10, gpu_mem_gib=4.0),
-    # uniform, Ring, DCL and HCL for IR and MoCo on the mini data (docs/design.md §12)
+    # uniform, Ring, DCL and HCL for IR and MoCo on the mini data (docs/design.md §11)
     "cpu-strategies": Profile("configs/mini", 2, "cached", only=("mini_ir_*", "mini_moco_*"), jobs=2),
     "cpu-sweep": Profile("configs/mini", 2, "cached", only=("mini_ir_*", "mini_moco_*"), sweep=True,
                          anneal_epochs=2, jobs=2),

@@ -26,7 +26,7 @@ class Method(nn.Module):
         self.settings = getattr(cfg.method, cfg.method.name, None)  # this method's own dataclass, if it has one
         self.encoder = Encoder(cfg.model, split_lab=self.split_lab)
         self.t = cfg.method.temperature
-        # how the negatives count in the loss (docs/design.md §12): infonce, dcl, hcl
+        # how the negatives count in the loss (docs/design.md §11): infonce, dcl, hcl
         self.objective = STRATEGIES[cfg.negatives.objective]
         self.objective_settings = getattr(cfg.negatives, cfg.negatives.objective, None)
         # memories start from their own seeded generator: identical across processes

@@ -1,4 +1,4 @@
-"""Negative strategies: how a method's negatives enter its loss (docs/design.md §12). A sampler
+"""Negative strategies: how a method's negatives enter its loss (docs/design.md §11). A sampler
 (uniform, ring, ball) chooses *which* pool entries are negatives; a strategy says how they are
 counted. `infonce` counts each once (the methods' own loss); `dcl` and `hcl` reweight and
 debias them, one file each, registered with @STRATEGIES.register and their settings, which

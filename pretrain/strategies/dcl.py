@@ -2,7 +2,7 @@
 negative term, a sum over negatives drawn without labels, also counts the anchor's own class
 (its share tau+, the class prior); DCL subtracts that expected share (objectives.debiased_nce
 with beta = 0). The authors define it for SimCLR's in-batch negatives; here it runs on any
-pool a method's sampler keeps (docs/design.md §12)."""
+pool a method's sampler keeps (docs/design.md §11)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -2,7 +2,7 @@
 term with each negative importance-weighted by e^{beta s/t}, normalised to mean 1 over the
 anchor's negatives, so harder (more similar) negatives count more (objectives.debiased_nce).
 beta = 0 is DCL. With the ring sampler the weights and the debiasing act inside the band
-(docs/design.md §12)."""
+(docs/design.md §11)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

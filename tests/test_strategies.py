@@ -1,4 +1,4 @@
-"""Negative strategies beside Ring (docs/design.md §12): DCL and HCL against a transcription of
+"""Negative strategies beside Ring (docs/design.md §11): DCL and HCL against a transcription of
 their authors' published loss (chingyaoc/DCL main.py, joshr17/HCL image/main.py: the estimator
 Ng, its clamp at N e^{-1/t}, the loss -log(pos / (pos + Ng))), wired into every method that uses
 InfoNCE, refused where they make no sense, and compared in the report against the method's

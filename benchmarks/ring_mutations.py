@@ -26,7 +26,7 @@ MUTATIONS = {
     "sampler.full always true (every ring is the whole pool)":
         ("pretrain/negatives.py", "return SAMPLERS[self.kind](self.outer_final, self.inner) is None", "return True"),
     "MoCo drops the ring mask":
-        ("pretrain/methods/moco.py", "mask = None if self.sampler.full else self.sampler.mask(neg.detach(), epoch=epoch)",
+        ("pretrain/methods/moco.py", "mask = None if self.sampler.full else self.sampler.mask(sim, epoch=epoch)",
          "mask = None"),
     "SimCLR drops the ring mask":
         ("pretrain/methods/simclr.py", "mask = None if self.sampler.full else self.sampler.mask(pool.detach(), epoch=epoch)",

@@ -110,6 +110,44 @@ def delta_vs_width(numbers: pd.DataFrame, evals: pd.DataFrame, path: Path, metri
     return _save(fig, path)
 
 
+# a strategy's width-like parameter: the x axis of its sweep (docs/design.md §11)
+STRATEGY_AXES = {"dcl": ("negatives.dcl.tau_plus", "τ⁺ (expected same-class share)"),
+                 "hcl": ("negatives.hcl.beta", "β (concentration on hard negatives)")}
+
+
+def delta_vs_parameter(numbers: pd.DataFrame, evals: pd.DataFrame, path: Path, metric: str = "top1") -> Path | None:
+    """A strategy's sweep: its paired difference to the baseline against its parameter (DCL's
+    τ⁺, HCL's β), one panel per method, strategy and evaluation, 95% intervals as error bars.
+    None unless some strategy ran at two or more values."""
+    d = numbers[numbers["delta"].astype(bool) & (numbers["metric"] == metric)] if not numbers.empty else numbers
+    d = d[d["negatives"].isin(list(STRATEGY_AXES))] if not d.empty else d
+    if d.empty:
+        return None
+    configs = dict(zip(evals["model_id"], evals["model_config"]))
+    d = d.assign(x=[number(configs.get(m, {}).get(STRATEGY_AXES[n][0])) for m, n in zip(d["model_id"], d["negatives"])])
+    d = d.dropna(subset=["x"])
+    keys = ["method", "variant", "negatives", "eval", "dataset"]
+    d = d[d.groupby(keys)["x"].transform("nunique") >= 2] if not d.empty else d
+    if d.empty:
+        return None
+    panels = list(dict.fromkeys(zip(*(d[k] for k in keys))))
+    with sns.axes_style(**STYLE):
+        fig, axes = plt.subplots(1, len(panels), figsize=(3.8 * len(panels), 3.2), squeeze=False, layout="constrained")
+        for ax, (method, variant, strategy, ev, dataset) in zip(axes[0], panels):
+            rows = d[(d["method"] == method) & (d["variant"] == variant) & (d["negatives"] == strategy)
+                     & (d["eval"] == ev) & (d["dataset"] == dataset)].sort_values("x")
+            err = np.array([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]).astype(float)
+            ax.errorbar(rows["x"].astype(float), rows["mean"].astype(float), yerr=np.nan_to_num(err), capsize=3,
+                        marker="o", label=tables.negatives_label(strategy))
+            ax.axhline(0, color="k", linewidth=0.8)
+            ax.set(title=", ".join(filter(None, (tables.method_name(method), tables.negatives_label(strategy), variant,
+                                                 dataset, ev))),
+                   xlabel=STRATEGY_AXES[strategy][1], ylabel=f"{metric} (points): strategy − baseline")
+        fig.suptitle("Strategies against their parameter: − the method's own negatives, paired by seed\n"
+                     "(points: mean; whiskers: 95% interval; none for one pair)")
+    return _save(fig, path)
+
+
 def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
     """Loss per logged step and kNN top-1 per monitored epoch, one line per run, one column
     per pretraining dataset; colour = method and sampler, so seeds of a model share a colour."""

@@ -99,6 +99,9 @@ def compose(results: Path, out: Path) -> Report:
     rep.figure("delta_vs_width", "Ring − baseline against ring width",
                "needs ring runs of one method at two or more outer widths (the sweep: --profile gpu-sweep or cpu-sweep)",
                figures.delta_vs_width, numbers, evals)
+    rep.figure("delta_vs_parameter", "Strategy − baseline against its parameter",
+               "needs DCL or HCL runs of one method at two or more values of τ⁺ or β (--grid negatives.hcl.beta=0,1,2)",
+               figures.delta_vs_parameter, numbers, evals)
 
     sections = (("Meta-Dataset", tables.metadataset(md), "metadataset"),
                 ("Detection", tables.detection(det), "detection"),

@@ -4,7 +4,8 @@ a launcher, then the toy MI and the report (docs/design.md §9).
 
 Seeds pair runs: a run with seed s of a method's baseline and one with seed s of its ring
 share initialisation, data order and augmentation draws, which is what lets the report pair
-their difference. A sweep grid applies to the ring presets only; the baseline runs once per
+their difference. A sweep grid applies to the ring presets (or, over a strategy's own settings
+such as negatives.hcl.beta, to that strategy's presets); the baseline runs once per
 seed. Launchers: `local` (N jobs at a time; on GPUs, N per GPU from its free memory) and
 `slurm` (one job per run through submitit).
 
@@ -118,16 +119,29 @@ def point_name(point: dict) -> str:
     return "_".join(parts)
 
 
+def points_for(cfg, grid: list[dict], profile: Profile, strategies: set) -> list[dict]:
+    """The grid points a preset runs: a ring preset the ring's points (or the profile's sweep),
+    a strategy's preset (DCL, HCL) the points over its own settings (`negatives.hcl.beta`);
+    every other preset, and any preset the grid does not concern, runs once."""
+    if cfg.negatives.objective != "infonce":
+        own = f"negatives.{cfg.negatives.objective}."
+        return [p for p in grid if p and all(k.startswith(own) for k in p)] or [{}]
+    if cfg.negatives.sampler != "ring":
+        return [{}]
+    ring = [p for p in grid if not any(k.split(".")[1] in strategies for k in p)]
+    return ring or (sweep_points(profile) if profile.sweep and not grid else [{}])
+
+
 def plan(profile: Profile, seeds: list[int], grid: list[dict]) -> list[Run]:
     from pretrain import config
+    from pretrain.registry import STRATEGIES
+    strategies = set(STRATEGIES.names())
     runs = []
     for path in sorted((ROOT / profile.configs).glob("*.yaml")):
         cfg = config.load(path)
         if not any(fnmatch.fnmatch(cfg.name, g) for g in profile.only):
             continue
-        points = [{}]
-        if cfg.negatives.sampler == "ring":
-            points = grid or (sweep_points(profile) if profile.sweep else [{}])
+        points = points_for(cfg, grid, profile, strategies)
         for point, seed in itertools.product(points, seeds):
             name = cfg.name + (f"_{point_name(point)}" if point else "") + (f"_s{seed}" if len(seeds) > 1 else "")
             sets = [f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in point.items()]
@@ -292,7 +306,8 @@ def parser() -> cli.Parser:
     seeds.add_argument("--seeds", type=cli.int_at_least(1), help="seeds 0..N-1 (default: the profile's)")
     seeds.add_argument("--seed-list", help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2",
-                   help="sweep the ring presets over these values (repeatable: the product)")
+                   help="sweep the ring presets (or a strategy's presets, over its own settings) over these "
+                        "values (repeatable: the product)")
     p.add_argument("--launcher", default="local", choices=("local", "slurm"))
     p.add_argument("--slurm-partition")
     p.add_argument("--slurm-cpus", type=cli.int_at_least(1), default=10)

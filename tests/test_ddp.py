@@ -12,7 +12,7 @@ TINY = ["data.dataset=photo_patches", "data.limit=96", "data.workers=0", "optim.
         "negatives.outer=0.5", "train.knn_every=0", "train.log_every=1",
         "method.la.clusters=8"]
 
-STEPS = {"ir": 6, "simclr": 6, "moco": 2, "la": 3, "cmc": 3}
+STEPS = {"ir": 3, "simclr": 3, "moco": 2, "la": 3, "cmc": 3}
 
 
 def run(tmp_path, name, method, procs, sampler="ring"):
@@ -24,6 +24,11 @@ def run(tmp_path, name, method, procs, sampler="ring"):
         # step 3 and 5e-2 at step 6), so check the cross-rank parts (shuffle-BN, the gathered
         # queue push and its use by the ring mask) over the 2 steps before that
         sets += ["data.limit=64", "optim.epochs=1"]
+    if method in ("ir", "simclr"):
+        # one epoch: on the class-stratified subset (data.limit) float noise flips a ring member
+        # in the second (IR 0.2%, SimCLR 0.8% apart at step 4, measured); within the epoch IR
+        # still reads bank rows the gathered update of an earlier step wrote
+        sets += ["optim.epochs=1"]
     if method in ("la", "cmc"):
         # their cross-rank part is IR's gathered bank update; from epoch 2 on, LA's k-means
         # labels and the ring's band edge are discrete, so float noise can flip a member. CMC

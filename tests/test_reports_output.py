@@ -227,3 +227,28 @@ def test_the_report_finds_the_logs_from_any_folder(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path / "store")
     found = logs.training_logs(frames.pretraining([rec]), elsewhere)
     assert set(found["run"]) == {"r"} and len(found) == 10
+
+
+def test_a_strategys_sweep_is_plotted_against_its_parameter(tmp_path, monkeypatch):
+    """HCL at beta 0, 1, 2, 2 seeds each: each point is the paired mean at its beta."""
+    def rec(run, objective, top1, seed, beta=None):
+        neg = {"sampler": "uniform", "objective": objective}
+        if beta is not None:
+            neg["hcl"] = {"tau_plus": 0.1, "beta": beta}
+        return records.make(run, "evaluate", "linear_cached_i300_cifar10", "cifar10", {"top1": top1},
+                            {"train": {"seed": seed}, "method": {"name": "ir"}, "negatives": neg}, seed=seed)
+    recs = [rec(f"u{s}", "infonce", 60.0 + s, s) for s in (0, 1)]
+    expected = {}
+    for beta, gain in ((0.0, 1.0), (1.0, 2.5), (2.0, -1.0)):
+        recs += [rec(f"h{beta}{s}", "hcl", 60.0 + s + gain + s, s, beta) for s in (0, 1)]
+        expected[beta] = gain + 0.5
+    evals = tables.evaluations(recs)
+    numbers = pd.concat([t.numbers for t in tables.linear(evals)])
+    drawn = []
+    monkeypatch.setattr(figures.plt.Axes, "errorbar", lambda self, x, y, **kw: drawn.append((list(x), list(y))))
+    assert figures.delta_vs_parameter(numbers, evals, tmp_path / "p.png") is not None
+    assert len(drawn) == 1 and dict(zip(*drawn[0])) == pytest.approx(expected)
+    assert figures.delta_vs_parameter(numbers, evals[~evals["run"].str.startswith("h2")], tmp_path / "q.png") is not None
+    only_one = evals[evals["run"].str.startswith(("u", "h1.0"))]
+    assert figures.delta_vs_parameter(pd.concat([t.numbers for t in tables.linear(only_one)]), only_one,
+                                      tmp_path / "r.png") is None

@@ -111,3 +111,11 @@ def test_run_all_checks_its_arguments_before_any_set_up_and_its_help_is_prose(tm
                                timeout=60).stdout
     assert "--profile mini|paper|gpu" in help_text and "set -euo" not in help_text and "cd " not in help_text
     assert not any(line.startswith("#") for line in help_text.splitlines())
+
+
+def test_a_grid_over_a_strategys_setting_sweeps_only_that_strategys_presets():
+    runs = pipeline.plan(pipeline.PROFILES["cpu-strategies"], [0], pipeline.parse_grid(["negatives.hcl.beta=0,2"]))
+    names = sorted(r.name for r in runs)
+    assert names == ["mini_ir_dcl", "mini_ir_hcl_beta0", "mini_ir_hcl_beta2", "mini_ir_ring", "mini_ir_uniform",
+                     "mini_moco_dcl", "mini_moco_hcl_beta0", "mini_moco_hcl_beta2", "mini_moco_ring", "mini_moco_uniform"]
+    assert [r.sets for r in runs if r.name == "mini_ir_hcl_beta2"] == [["negatives.hcl.beta=2"]]

@@ -15,12 +15,14 @@ work with the FPN tasks only (C4's res5 head is a bottleneck stage).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 
 from detection.errors import DetectionError
@@ -213,6 +215,31 @@ def _loggers(output_dir: str, quiet: bool) -> None:
         for h in logger.handlers:
             if quiet and getattr(h, "stream", None) in (sys.stdout, sys.stderr):
                 h.setLevel(logging.WARNING)
+                h.addFilter(_expected)
+
+
+def _expected(record: logging.LogRecord) -> bool:
+    """Console filter (quiet): the list of detection-head weights a backbone checkpoint lacks is
+    expected (convert accounts for every backbone key); log.txt keeps it."""
+    return not (record.name == "fvcore.common.checkpoint" and "not found in the checkpoint" in record.getMessage())
+
+
+@contextlib.contextmanager
+def _console(output_dir: str, quiet: bool):
+    """quiet: what detectron2's stack prints besides its log (pycocotools' evaluation tables on
+    stdout, library warnings) goes to OUTPUT_DIR/console.txt, not the console."""
+    if not quiet:
+        yield
+        return
+    Path(output_dir).mkdir(parents=True, exist_ok=True)
+    with open(Path(output_dir) / "console.txt", "a") as f, contextlib.redirect_stdout(f), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)  # "no CUDA runtime" on CPU
+        try:
+            yield
+        finally:
+            f.writelines(f"{w.category.__name__}: {w.message} ({w.filename}:{w.lineno})\n" for w in caught)
 
 
 def _divergence(exc: BaseException) -> str | None:
@@ -229,15 +256,18 @@ def _divergence(exc: BaseException) -> str | None:
 
 def worker(opts: dict) -> None:
     """One process (of `launch`): build, train and/or evaluate; rank 0 writes the record."""
-    import detectron2
-    import yaml
+    _loggers(str(opts["output_dir"]), opts["quiet"])  # (before _console: its warnings reach the console)
+    with _console(str(opts["output_dir"]), opts["quiet"]):
+        results, iterations, cfg, norm_warning = _train_or_test(opts)
+    _record(opts, results, iterations, cfg, norm_warning)
+
+
+def _train_or_test(opts: dict):
+    """detectron2's part of a worker: set-up, training (or not) and the evaluation."""
     from detectron2.checkpoint import DetectionCheckpointer
     from detectron2.engine import default_setup
     from detectron2.utils import comm
 
-    from pretrain import records
-
-    _loggers(str(opts["output_dir"]), opts["quiet"])
     register(opts["task"], opts["sets"])
     _register_extra_norm_head()
     Trainer = _trainer_class()
@@ -268,6 +298,17 @@ def worker(opts: dict) -> None:
         # DefaultTrainer.train() returns the results only when TEST.EXPECTED_RESULTS is set;
         # its EvalHook keeps those of the final evaluation here. trainer.iter == MAX_ITER now.
         results, iterations = getattr(trainer, "_last_eval_results", {}), trainer.iter
+    return results, iterations, cfg, norm_warning
+
+
+def _record(opts: dict, results, iterations, cfg, norm_warning) -> None:
+    """Rank 0 writes the record of what the evaluation returned."""
+    import detectron2
+    import yaml
+    from detectron2.utils import comm
+
+    from pretrain import records
+
     if not comm.is_main_process():
         return
     metrics, per_class = metrics_of(results)

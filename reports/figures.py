@@ -5,6 +5,7 @@ there is nothing to draw (the report then says which records would produce the f
 """
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib
@@ -37,6 +38,42 @@ def hue_order(df: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(tables.model_labels(df)))
 
 
+def method_colours() -> dict:
+    """One hue per method, in the registry's order: a method and its Ring variant share it."""
+    names = list(tables.METHOD_NAMES)
+    return dict(zip(names, sns.color_palette(n_colors=max(len(names), 1))))
+
+
+SAMPLER_LOOKS = [("-", "o", ""), ("--", "s", "//"), (":", "^", ".."), ("-.", "D", "xx"), ((0, (1, 3)), "v", "\\\\")]
+
+
+def sampler_looks(samplers) -> dict:
+    """One line style, marker and bar hatch per sampler or strategy: the method's own negatives
+    solid, then Ring, then the others (tables.SAMPLER_ORDER)."""
+    order = tables.ordered(samplers, tuple(dict.fromkeys(("uniform", "ball", *tables.SAMPLER_ORDER))))
+    return {s: SAMPLER_LOOKS[i % len(SAMPLER_LOOKS)] for i, s in enumerate(order)}
+
+
+def legend_below(fig, handles, labels) -> None:
+    """The legend under the panels, in as many columns as fit their width (never wider)."""
+    if not handles:
+        return
+    width = fig.get_size_inches()[0]
+    longest = max(len(str(label)) for label in labels)
+    ncol = max(1, min(len(labels), int(width * 14 // max(longest, 1))))
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize="small", frameon=False)
+
+
+def _whiskers(ax, x, rows, **kw) -> None:
+    """95% intervals as error bars, only where there is one (never for one pair)."""
+    has = rows["low"].notna().to_numpy() & rows["high"].notna().to_numpy()
+    if has.any():
+        x = np.asarray(x, dtype=float)[has]
+        r = rows[has]
+        ax.errorbar(x, r["mean"].astype(float), yerr=np.array([r["mean"] - r["low"], r["high"] - r["mean"]]).astype(float),
+                    fmt="none", capsize=3, **kw)
+
+
 def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1") -> Path | None:
     """Bars of Ring − baseline (paired by seed) per dataset and model, with their 95% intervals
     as error bars (none for one pair), one panel per evaluation. `numbers`: the linear tables'
@@ -46,9 +83,11 @@ def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1")
         return None
     d = d.assign(model=tables.model_labels(d))
     models, evals = hue_order(d), list(dict.fromkeys(d["eval"]))
-    colours = dict(zip(models, sns.color_palette(n_colors=len(models))))
+    of = d.drop_duplicates("model").set_index("model")
+    colours, looks = method_colours(), sampler_looks(d["negatives"])
     with sns.axes_style(**STYLE):
-        fig, axes = plt.subplots(1, len(evals), figsize=(4.2 * len(evals), 3.4), squeeze=False, layout="constrained")
+        fig, axes = plt.subplots(1, len(evals), figsize=(max(4.2 * len(evals), 5.0), 3.4), squeeze=False,
+                                 layout="constrained")
         for ax, ev in zip(axes[0], evals):
             sub = d[d["eval"] == ev]
             datasets = list(dict.fromkeys(sub["dataset"]))
@@ -56,13 +95,13 @@ def ring_minus_baseline(numbers: pd.DataFrame, path: Path, metric: str = "top1")
             for k, model in enumerate(models):
                 rows = sub[sub["model"] == model].set_index("dataset").reindex(datasets)
                 x = np.arange(len(datasets)) + (k - (len(models) - 1) / 2) * width
-                err = np.array([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]).astype(float)
-                ax.bar(x, rows["mean"].astype(float), width, color=colours[model], label=model)
-                ax.errorbar(x, rows["mean"].astype(float), yerr=np.nan_to_num(err), fmt="none", ecolor="k", capsize=3)
+                ax.bar(x, rows["mean"].astype(float), width, color=colours.get(of.loc[model, "method"], "grey"),
+                       hatch=looks[of.loc[model, "negatives"]][2], edgecolor="white", label=model)
+                _whiskers(ax, x, rows.reset_index(), ecolor="k")
             ax.axhline(0, color="k", linewidth=0.8)
             ax.set_xticks(np.arange(len(datasets)), datasets)
             ax.set(title=ev, ylabel=f"{metric} (points): sampler − baseline")
-        axes[0][-1].legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+        legend_below(fig, *axes[0][0].get_legend_handles_labels())
         fig.suptitle("Sampler − the method's own negatives, paired by seed\n"
                      "(bars: mean; whiskers: 95% interval; none for one pair)")
     return _save(fig, path)
@@ -95,16 +134,17 @@ def delta_vs_width(numbers: pd.DataFrame, evals: pd.DataFrame, path: Path, metri
                 if rows.empty:
                     continue
                 x = rows["ring_outer"].astype(float) * (1.04 ** (k - (len(lines) - 1) / 2))  # a small dodge
-                err = np.array([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]).astype(float)
-                ax.errorbar(x, rows["mean"].astype(float), yerr=np.nan_to_num(err), color=colours[line], capsize=3,
-                            marker="s" if line == "neighbour views" else "o",
-                            linestyle="none" if line == "neighbour views" else "-", label=line)
+                ax.plot(x, rows["mean"].astype(float), color=colours[line],
+                        marker="s" if line == "neighbour views" else "o",
+                        linestyle="none" if line == "neighbour views" else "-", label=line)
+                _whiskers(ax, x, rows, ecolor=colours[line])
             ax.axhline(0, color="k", linewidth=0.8)
             ax.set_xscale("log")
             ax.set(title=", ".join(filter(None, (tables.method_name(method), variant, dataset, ev))),
                    xlabel="ring outer width (fraction of the pool)",
                    ylabel=f"{metric} (points): ring − baseline")
-        axes[0][-1].legend(fontsize="small", bbox_to_anchor=(1.02, 1), loc="upper left")
+        handles = {label: h for ax in axes[0] for h, label in zip(*ax.get_legend_handles_labels())}
+        legend_below(fig, list(handles.values()), list(handles))
         fig.suptitle("The sweep: Ring − the method's own negatives against ring width, paired by seed\n"
                      "(points: mean; whiskers: 95% interval; none for one pair)")
     return _save(fig, path)
@@ -136,9 +176,9 @@ def delta_vs_parameter(numbers: pd.DataFrame, evals: pd.DataFrame, path: Path, m
         for ax, (method, variant, strategy, ev, dataset) in zip(axes[0], panels):
             rows = d[(d["method"] == method) & (d["variant"] == variant) & (d["negatives"] == strategy)
                      & (d["eval"] == ev) & (d["dataset"] == dataset)].sort_values("x")
-            err = np.array([rows["mean"] - rows["low"], rows["high"] - rows["mean"]]).astype(float)
-            ax.errorbar(rows["x"].astype(float), rows["mean"].astype(float), yerr=np.nan_to_num(err), capsize=3,
-                        marker="o", label=tables.negatives_label(strategy))
+            ax.plot(rows["x"].astype(float), rows["mean"].astype(float), marker="o",
+                    color=method_colours().get(method, "grey"), label=tables.negatives_label(strategy))
+            _whiskers(ax, rows["x"], rows, ecolor=method_colours().get(method, "grey"))
             ax.axhline(0, color="k", linewidth=0.8)
             ax.set(title=", ".join(filter(None, (tables.method_name(method), tables.negatives_label(strategy), variant,
                                                  dataset, ev))),
@@ -164,17 +204,30 @@ def training_curves(logs: pd.DataFrame, path: Path) -> Path | None:
     if long.empty:
         return None
     long["model"] = tables.model_labels(long)
-    rows = [m for m in ("loss", "kNN top-1 (%)") if m in set(long["metric"])]
+    # a panel only for a metric some run has at two or more points (kNN run once is no curve)
+    points = long.groupby(["metric", "run"]).size().groupby("metric").max()
+    rows = [m for m in ("loss", "kNN top-1 (%)") if points.get(m, 0) >= 2]
+    if not rows:
+        return None
+    datasets = list(dict.fromkeys(long["dataset"]))
+    colours, looks = method_colours(), sampler_looks(long["negatives"])
     with sns.axes_style(**STYLE):
-        # markers only on the sparse kNN points (a 200-epoch loss curve has thousands)
-        g = sns.relplot(data=long, kind="line", x="epoch", y="value", hue="model", hue_order=hue_order(long),
-                        units="run", estimator=None,
-                        row="metric", row_order=rows, col="dataset", style="metric", dashes=False,
-                        markers={"loss": ",", "kNN top-1 (%)": "o"}, height=2.6, aspect=1.4,
-                        facet_kws={"sharey": False, "sharex": False})
-        g.set_titles("{row_name} | {col_name}")
-        g.set_ylabels("")
-    return _save(g.figure, path)
+        fig, axes = plt.subplots(len(rows), len(datasets), figsize=(max(4.0 * len(datasets), 5.0), 2.6 * len(rows)),
+                                 squeeze=False, layout="constrained")
+        for (i, metric), (j, dataset) in itertools.product(enumerate(rows), enumerate(datasets)):
+            ax = axes[i][j]
+            sub = long[(long["metric"] == metric) & (long["dataset"] == dataset)]
+            for _, r in sub.groupby("run", sort=False):
+                first = r.iloc[0]
+                style, marker, _ = looks[first["negatives"]]
+                # markers only on the sparse kNN points (a 200-epoch loss curve has thousands)
+                ax.plot(r["epoch"], r["value"], color=colours.get(first["method"], "grey"), linestyle=style,
+                        marker=marker if metric != "loss" else None, markersize=4, label=first["model"])
+            ax.set(title=f"{metric} | {dataset}", xlabel="epoch" if i == len(rows) - 1 else "")
+        handles = {label: h for ax in axes.flat for h, label in zip(*ax.get_legend_handles_labels())}
+        order = [m for m in hue_order(long) if m in handles]
+        legend_below(fig, [handles[m] for m in order], order)
+    return _save(fig, path)
 
 
 def toy_mi(toy: pd.DataFrame, path: Path) -> Path | None:

@@ -181,7 +181,7 @@ def test_the_sweep_figure_plots_each_paired_difference_at_its_width(tmp_path, mo
     evals = tables.evaluations(recs)
     numbers = pd.concat([t.numbers for t in tables.linear(evals)])
     drawn = []
-    monkeypatch.setattr(figures.plt.Axes, "errorbar", lambda self, x, y, **kw: drawn.append((kw["label"], list(x), list(y))))
+    monkeypatch.setattr(figures.plt.Axes, "plot", lambda self, x, y, **kw: drawn.append((kw["label"], list(x), list(y))))
     assert figures.delta_vs_width(numbers, evals, tmp_path / "w.png") is not None
     assert (tmp_path / "w.png").read_bytes().startswith(PNG)
     got = {}
@@ -245,10 +245,32 @@ def test_a_strategys_sweep_is_plotted_against_its_parameter(tmp_path, monkeypatc
     evals = tables.evaluations(recs)
     numbers = pd.concat([t.numbers for t in tables.linear(evals)])
     drawn = []
-    monkeypatch.setattr(figures.plt.Axes, "errorbar", lambda self, x, y, **kw: drawn.append((list(x), list(y))))
+    monkeypatch.setattr(figures.plt.Axes, "plot", lambda self, x, y, **kw: drawn.append((list(x), list(y))))
     assert figures.delta_vs_parameter(numbers, evals, tmp_path / "p.png") is not None
     assert len(drawn) == 1 and dict(zip(*drawn[0])) == pytest.approx(expected)
     assert figures.delta_vs_parameter(numbers, evals[~evals["run"].str.startswith("h2")], tmp_path / "q.png") is not None
     only_one = evals[evals["run"].str.startswith(("u", "h1.0"))]
     assert figures.delta_vs_parameter(pd.concat([t.numbers for t in tables.linear(only_one)]), only_one,
                                       tmp_path / "r.png") is None
+
+
+def test_figures_give_a_method_one_hue_and_draw_no_panel_or_whisker_without_data(tmp_path, monkeypatch):
+    """A method and its Ring variant share a colour (line style or hatch tell the sampler); a
+    metric with one point per run gets no panel; one pair gets no whiskers."""
+    colours = figures.method_colours()
+    looks = figures.sampler_looks(["ring", "uniform", "dcl"])
+    assert looks["uniform"][0] == "-" and len({v[0] for v in looks.values()}) == 3
+    log = write_log(tmp_path / "runs" / "r" / "log.jsonl", ring=True)
+    frame = logs.read(log, "r").assign(method="ir", negatives="ring", baseline="uniform", negatives_setting="",
+                                      variant="", dataset="cifar10", seed=0)
+    once = frame[~(frame["knn_top1"].notna() & (frame["epoch"] == 2))]  # kNN at one epoch only
+    lines = []
+    monkeypatch.setattr(figures.plt.Axes, "plot", lambda self, x, y, **kw: lines.append((id(self), kw["color"])))
+    assert figures.training_curves(once, tmp_path / "c.png") is not None
+    assert len({ax for ax, _ in lines}) == 1 and {c for _, c in lines} == {colours["ir"]}  # the loss panel only
+    bars = pd.DataFrame({"method": ["ir"], "negatives": ["ring"], "baseline": ["uniform"], "negatives_setting": [""],
+                         "variant": [""], "delta": [True], "metric": ["top1"], "eval": ["knn"], "dataset": ["CIFAR-10"],
+                         "mean": [2.0], "low": [float("nan")], "high": [float("nan")]})
+    whiskers = []
+    monkeypatch.setattr(figures.plt.Axes, "errorbar", lambda self, *a, **kw: whiskers.append(a))
+    assert figures.ring_minus_baseline(bars, tmp_path / "b.png") is not None and whiskers == []

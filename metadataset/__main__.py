@@ -3,14 +3,17 @@
   linear     --ckpt CKPT --records DIR [--domains D ...|paper|all]  protocol A: linear probe per source
                                                                 (default: every source under DIR)
   episodic   --ckpt CKPT --records DIR --head prototype|logreg|both [--episodes 600] [--seed 0]
-             [--ways N --shots K --queries Q]                   protocol B: official episodes
+             [--ways N --shots K --queries Q] [--feature-cache DIR]  protocol B: official episodes
   convert    IMAGEFOLDER OUT_SOURCE_DIR --name NAME [--splits 0.6,0.2,0.2] [--seed 22]
   from-tfds  --data-dir TFDS_DATA_DIR --source NAME OUT_SOURCE_DIR  a TFDS catalog dataset, with
                                                                 Meta-Dataset's own class split
   build-mini OUT_DIR                                            the offline smoke sources
 
 Both protocols read the official records layout (--records DIR) or Meta-Dataset's own TFDS
-build (--tfds-dir DATA_DIR [--md-version v1|v2], read without TensorFlow).
+build (--tfds-dir DATA_DIR, read without TensorFlow), with Meta-Dataset v1's or v2's sources
+(--md-version; v2: ImageNet is training only, for backbones pretrained on it), and preprocess
+images as ringbench does (default) or as Meta-Dataset does (--preprocessing official: 84 or
+126 px, bilinear without antialiasing, [-1, 1]).
 
 Evaluations write one results record per source (and head) to RESULTS/<run>/metadataset/;
 bad input is one line on stderr, exit status 2, and no record.
@@ -38,7 +41,11 @@ def _parser() -> cli.Parser:
         where.add_argument("--tfds-dir", help="a TFDS data_dir holding Meta-Dataset's own TFDS build "
                                               "(meta_dataset/<source>/1.0.0/, read without TensorFlow)")
         s.add_argument("--md-version", choices=("v1", "v2"), default="v1",
-                       help="with --tfds-dir: which Meta-Dataset version's class splits to use (default v1)")
+                       help="Meta-Dataset version (default v1); v2 makes ilsvrc_2012 a training-only source and "
+                            "drops vgg_flower (with --tfds-dir: its v2 class splits)")
+        s.add_argument("--preprocessing", choices=("ringbench", "official"), default="ringbench",
+                       help="ringbench: antialiased resize, ImageNet mean/std (default); official: Meta-Dataset's "
+                            "decoder (84 px unless --image-size 126, bilinear without antialiasing, [-1, 1])")
         s.add_argument("--domains", nargs="+", help="sources to evaluate: names, 'paper' (the paper's nine) or 'all' "
                                                    "(default: every source under --records)")
         s.add_argument("--batch-size", type=cli.int_at_least(1), default=256)
@@ -55,6 +62,9 @@ def _parser() -> cli.Parser:
             s.add_argument("--ways", type=cli.int_at_least(2), help="fixed way (default: variable, as Meta-Dataset)")
             s.add_argument("--shots", type=cli.int_at_least(1), help="fixed support shots per class (default: variable)")
             s.add_argument("--queries", type=cli.int_at_least(1), help="fixed query shots per class (default: variable)")
+            s.add_argument("--feature-cache", help="keep the drawn images' features in this folder, for later runs of "
+                                                   "the same checkpoint and preprocessing (default: in memory, or a "
+                                                   "temporary file when they do not fit)")
     c = sub.add_parser("convert", help="ImageFolder tree -> one Meta-Dataset source")
     c.add_argument("image_folder")
     c.add_argument("out", help="output source directory (new or empty)")
@@ -73,7 +83,8 @@ def _parser() -> cli.Parser:
 def _evaluate(args) -> list[Path]:
     import torch
 
-    from metadataset import heads, protocols
+    from metadataset import contamination, heads, protocols
+    from metadataset import features as md_features
     from metadataset import records as md_records
     from metadataset.episodes import EpisodeConfig
     from metadataset.errors import MetaDatasetError
@@ -85,10 +96,15 @@ def _evaluate(args) -> list[Path]:
     results = cli.writable_dir(args.results, "--results")
     if args.run:
         cli.check_run_name(args.run, "--run")
+    if args.preprocessing == "official":  # Meta-Dataset's decoder runs at its own sizes, refused before any work
+        md_features.check_preprocessing("official", args.image_size or 84)
     device = pick_device(args.device)
     data = args.tfds_dir or args.records
+
+    def skipped(name, why):
+        print(f"[metadataset] skipping {name}: {why}", file=sys.stderr)
     # missing sources fail before any work
-    sources = md_records.open_sources(args.records, args.domains, args.tfds_dir, args.md_version)
+    sources = md_records.open_sources(args.records, args.domains, args.tfds_dir, args.md_version, skipped)
     if not args.domains:
         missing = [d for d in md_records.PAPER_DOMAINS if d not in {s.name for s in sources}]
         print(f"[metadataset] {len(sources)} source(s) under {data}: {', '.join(s.name for s in sources)}"
@@ -99,8 +115,7 @@ def _evaluate(args) -> list[Path]:
         if args.domains in (None, ["all"]):  # a source named explicitly must work; 'all' skips what cannot
             need = config.num_ways or config.min_ways
             for s in [s for s in sources if s.spec.classes_per_split["TEST"] < need]:
-                print(f"[metadataset] skipping {s.name}: {s.spec.classes_per_split['TEST']} test classes, "
-                      f"episodes need {need} ways", file=sys.stderr)
+                skipped(s.name, f"{s.spec.classes_per_split['TEST']} test classes, episodes need {need} ways")
             sources = [s for s in sources if s.spec.classes_per_split["TEST"] >= need]
             if not sources:
                 raise MetaDatasetError(f"{data}: no source has the {need} test classes an episode needs")
@@ -111,21 +126,33 @@ def _evaluate(args) -> list[Path]:
             s.check_files(range(s.spec.num_classes))
     net, info = checkpoint.load_backbone(args.ckpt, args.arch)
     cfg = info["config"] or {}
-    size = args.image_size or cfg.get("data", {}).get("image_size") or 84
+    if args.preprocessing == "official":
+        size = args.image_size or 84
+    else:
+        size = args.image_size or cfg.get("data", {}).get("image_size") or 84
+    folder = getattr(args, "feature_cache", None)
     torch.manual_seed(args.seed)
-    cache = FeatureCache(net, size, device, args.batch_size, args.workers)
+    cache = FeatureCache(net, size, device, args.batch_size, args.workers, args.preprocessing, folder,
+                         records.sha256(args.ckpt) if folder else None)
+    cache.check(sources)  # a folder of another checkpoint, preprocessing or source: refused before any work
     run_name = cli.check_run_name(args.run or cfg.get("name") or Path(args.ckpt).stem, "--run")
-    common = dict(checkpoint=args.ckpt, seed=args.seed, arch=info["arch"], checkpoint_kind=info["kind"], image_size=size)
+    pretrain_dataset = records.provenance(cfg)["pretrain_dataset"]
+    preprocessing = md_features.describe(args.preprocessing, size)
+    prep = md_features.summary(args.preprocessing, size)
+    split = "Meta-Dataset v2 sources and splits" if args.md_version == "v2" else ""
+    common = dict(checkpoint=args.ckpt, seed=args.seed, arch=info["arch"], checkpoint_kind=info["kind"], image_size=size,
+                  md_version=args.md_version)
     pending = []  # every source is evaluated before any record is written: a late error leaves none
     for s in sources:
         t0 = time.time()
         if args.command == "linear":
             m = protocols.linear(cache, s, args.seed, args.test_fraction, args.max_per_class, args.weight_decay, args.max_iter)
             setting = (f"per-domain linear probe: logistic regression by L-BFGS ({args.max_iter} iterations, "
-                       f"wd {args.weight_decay:g}) on cached, unaugmented features of the frozen backbone at "
-                       f"{size} px; all classes, a seeded {1 - args.test_fraction:.0%}/{args.test_fraction:.0%} "
+                       f"wd {args.weight_decay:g}) on cached, unaugmented features of the frozen backbone; "
+                       f"all classes, a seeded {1 - args.test_fraction:.0%}/{args.test_fraction:.0%} "
                        f"split of each class's images" + (f", at most {args.max_per_class} per class"
-                                                          if args.max_per_class else ""))
+                                                          if args.max_per_class else "")
+                       + f"; {prep}" + (f"; {split}" if split else ""))
             protocol = {"name": "linear", "paper_protocol": False, "setting": setting,
                         "follows": "no published recipe: a fast proxy for the paper's per-domain linear transfer, "
                                    "whose exact recipe this does not reproduce",
@@ -134,32 +161,46 @@ def _evaluate(args) -> list[Path]:
                         "max_per_class": args.max_per_class, "features": "pooled, unnormalised, no augmentation",
                         "classifier": "multinomial logistic regression, L-BFGS (evaluate.linear.fit_cached)",
                         "weight_decay": args.weight_decay, "max_iter": args.max_iter,
+                        "official_sampling": False, "official_preprocessing": preprocessing["official"],
+                        "preprocessing": preprocessing,
                         "classes_n": m["classes"], "train_images": m["train_images"], "test_images": m["test_images"]}
-            pending.append((f"linear_{s.name}", s.name, {"top1": m["top1"]}, protocol, time.time() - t0))
+            why = contamination.contaminated(pretrain_dataset, info["kind"], s.name, s.spec.class_names.values())
+            pending.append((f"linear_{s.name}", s.name, {"top1": m["top1"]}, protocol, why, time.time() - t0))
             print(f"[metadataset] linear {s.name}: top1 {m['top1']:.2f} ({m['classes']} classes)")
         else:
             out = protocols.episodic(cache, s, head_names, args.episodes, args.seed, config)
+            stats = out["stats"]
             mode = "variable-way variable-shot" if config.variable else "fixed"
             suffix = "" if config.variable else f"_{args.ways or 'v'}way{args.shots or 'v'}shot{args.queries or 'v'}query"
-            # Meta-Dataset's own evaluation: its variable episodes (with, for ImageNet, its DAG sampler)
-            official = config.variable
+            # Meta-Dataset's own episodes: its variable-way variable-shot descriptions, draw for draw
+            # (tests/test_metadataset.py, the golden file); a fixed mode is a rule of ours
+            official_sampling = config.variable
+            why = contamination.contaminated(pretrain_dataset, info["kind"], s.name,
+                                             [s.spec.class_names[c] for c in s.spec.classes("TEST")])
             for h, m in out["heads"].items():
                 setting = (f"{args.episodes} {mode} episodes of the test classes"
-                           + (" sampled by Meta-Dataset's rules" if config.variable else "")
-                           + f", {h} head on frozen features at {size} px; mean top-1 and 95% interval over episodes")
-                protocol = {"name": "episodic", "official": official, "setting": setting, "mode": mode,
-                            "split": "TEST classes",
-                            "sampler": config.describe(), "reference": "Triantafillou et al. ICLR 2020, Sec. 3.2",
-                            **heads.describe(h), **out["stats"]}
-                pending.append((f"episodic_{h}_{s.name}{suffix}", s.name, m, protocol, time.time() - t0))
+                           + (", Meta-Dataset's episode descriptions draw for draw" if official_sampling else "")
+                           + f", {h} head on frozen features; {prep}" + (f"; {split}" if split else "")
+                           + "; mean top-1 and 95% interval over episodes")
+                protocol = {"name": "episodic", "setting": setting, "mode": mode,
+                            "official_sampling": official_sampling,
+                            "official_preprocessing": preprocessing["official"],
+                            "episodes": args.episodes, "official_episode_count": args.episodes == 600,
+                            "preprocessing": preprocessing,
+                            "image_sampling": "per class, k_c + q distinct images uniformly from a generator apart "
+                                              "from the descriptions' (not the official tf.data shuffle buffers)",
+                            "split": "TEST classes", "sampler": config.describe(),
+                            "reference": "Triantafillou et al. ICLR 2020, Sec. 3.2", **heads.describe(h), **stats}
+                pending.append((f"episodic_{h}_{s.name}{suffix}", s.name, m, protocol, why, time.time() - t0))
                 print(f"[metadataset] episodic {h} {s.name}: top1 {m['top1']:.2f} +- {m['ci95']:.2f} "
-                      f"({m['episodes']} episodes)")
+                      f"({m['episodes']} episodes; {stats['images_embedded']:,} of {stats['test_images']:,} "
+                      f"test images embedded)")
     data_format = (f"md_tfds {args.md_version} (TFDS meta_dataset 1.0.0)" if args.tfds_dir
                    else "Meta-Dataset records (dataset_spec.json + tfrecords)")
     paths = []
-    for task, dataset, metrics, protocol, wall in pending:
+    for task, dataset, metrics, protocol, why, wall in pending:
         rec = records.make(run_name, "metadataset", task, dataset, metrics, cfg, wall_s=wall, protocol=protocol,
-                           setting=protocol["setting"],
+                           setting=protocol["setting"], contaminated=why,
                            records_dir=str(Path(data).resolve()), data_format=data_format, **common)
         paths.append(records.write(rec, results))
     print(f"[metadataset] {len(paths)} records -> {Path(args.results) / run_name / 'metadataset'} "

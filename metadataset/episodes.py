@@ -17,9 +17,14 @@ Variable-way variable-shot (the default, all of num_ways/num_support/num_query N
 5. Images: per class, a uniform random k_c + q of its images, the first k_c to the support
    set and the rest to the query set, so no image is in both.
 
-The random draws happen in the official order, on one numpy RandomState per source, so the
-episode *descriptions* (classes, k_c, q) equal the official sampler's for the same state.
-Step 5 replaces the official tf.data shuffling, which has no numpy equivalent.
+Steps 1-4 (the episode *description*) draw from one numpy RandomState per (seed, source), in
+the official order and nothing else, so the description stream equals the official
+EpisodeDescriptionSampler's whose `_rng` has the same state, episode after episode
+(tests/test_metadataset.py compares it with tests/data/md_golden_episodes.json, written by
+metadataset/golden.py, a transcription of the official sampler). Step 5 draws from a second
+generator of its own: it replaces the official tf.data per-class shuffling, which has no numpy
+equivalent, and must not consume the description stream's draws. All episodes are drawn
+before any image is embedded, so only the images they hold are (metadataset/features.py).
 
 Fixed modes (EpisodeConfig num_ways / num_support / num_query set), as the official code:
 a fixed way skips step 1's draw (and the hierarchy); a fixed support shot k gives every class
@@ -67,22 +72,68 @@ class EpisodeConfig:
 
 @dataclass(frozen=True)
 class Episode:
-    support: np.ndarray         # row indices into the source's image list
-    support_labels: np.ndarray  # 0..N-1, the episode's own class numbering
-    query: np.ndarray
-    query_labels: np.ndarray
-    classes: np.ndarray         # the N classes (indices into the class list given to the sampler)
+    """One episode: its description (classes, shots, num_query) and its images, per class the
+    k_c + q indices of that class's images it uses (the first k_c are the support set)."""
+    classes: np.ndarray  # the N classes (indices into the class list given to the sampler)
+    shots: np.ndarray    # k_c, support images per class
+    num_query: int       # q, query images per class
+    images: tuple        # per class, k_c + q distinct image indices into that class
 
     @property
     def ways(self) -> int:
         return len(self.classes)
 
+    def support(self, j: int) -> np.ndarray:
+        return self.images[j][:self.shots[j]]
+
+    def query(self, j: int) -> np.ndarray:
+        return self.images[j][self.shots[j]:]
+
+    @property
+    def support_labels(self) -> np.ndarray:  # 0..N-1, the episode's own class numbering
+        return np.repeat(np.arange(self.ways), self.shots)
+
+    @property
+    def query_labels(self) -> np.ndarray:
+        return np.repeat(np.arange(self.ways), self.num_query)
+
+
+def _state(words) -> int:
+    return int(np.random.SeedSequence(words).generate_state(1)[0])
+
+
+def description_seed(seed: int, source: str) -> int:
+    """The state of a source's description generator: the official sampler's `_rng` seeded
+    with it draws the same descriptions as ours (metadataset/golden.py)."""
+    return _state([seed, zlib.crc32(source.encode())])
+
 
 def rng_for(seed: int, source: str) -> np.random.RandomState:
-    """One RandomState per (seed, source): a source's episodes do not depend on which other
-    sources are evaluated, nor in which order."""
-    state = np.random.SeedSequence([seed, zlib.crc32(source.encode())]).generate_state(1)[0]
-    return np.random.RandomState(int(state))
+    """The description generator of (seed, source): a source's episodes do not depend on which
+    other sources are evaluated, nor in which order."""
+    return np.random.RandomState(description_seed(seed, source))
+
+
+def image_rng_for(seed: int, source: str) -> np.random.RandomState:
+    """The image generator of (seed, source), apart from the description generator (step 5).
+    A RandomState, whose streams numpy keeps fixed across versions, as the descriptions'."""
+    return np.random.RandomState(_state([seed, zlib.crc32(source.encode()), 1]))
+
+
+def pick_images(n: int, m: int, rng) -> np.ndarray:
+    """m distinct indices of range(n) in uniformly random order, at a cost that grows with m,
+    not n (a QuickDraw class holds up to 340,029 images, an episode uses at most 510 of them):
+    the first m distinct values of i.i.d. uniform draws, which is a uniform ordered sample
+    without replacement. Where m is at least half of n, a permutation (as cheap, and repeats
+    would make the draws slow)."""
+    if 2 * m >= n:
+        return rng.permutation(n)[:m]
+    out = np.empty(0, dtype=np.int64)
+    while len(out) < m:
+        seq = np.concatenate([out, rng.randint(0, n, size=2 * (m - len(out)))])
+        _, first = np.unique(seq, return_index=True)
+        out = seq[np.sort(first)][:m]
+    return out
 
 
 def sample_num_ways(num_classes: int, min_ways: int, max_ways: int, rng) -> int:
@@ -173,16 +224,35 @@ class Sampler:
         shots = sample_num_support_per_class(sizes, remaining, size, c.min_log_weight, c.max_log_weight, rng)
         return classes, shots, q
 
-    def sample(self, rng, class_rows) -> Episode:
-        """An episode; `class_rows[i]` holds the row indices of class i's images."""
+    def sample(self, rng, image_rng) -> Episode:
+        """An episode: its description from `rng` (steps 1-4), its images from `image_rng` (step 5)."""
         classes, shots, q = self.sample_description(rng)
-        support, support_y, query, query_y = [], [], [], []
-        for label, (cls, k) in enumerate(zip(classes, shots)):
-            rows = np.asarray(class_rows[cls])
-            chosen = rows[rng.permutation(len(rows))[:k + q]]
-            support.append(chosen[:k])
-            query.append(chosen[k:])
-            support_y.append(np.full(k, label))
-            query_y.append(np.full(q, label))
-        return Episode(np.concatenate(support), np.concatenate(support_y), np.concatenate(query),
-                       np.concatenate(query_y), np.asarray(classes))
+        images = tuple(pick_images(int(self.sizes[c]), int(k) + q, image_rng) for c, k in zip(classes, shots))
+        return Episode(np.asarray(classes), np.asarray(shots, dtype=np.int64), int(q), images)
+
+
+def split_sampler(spec, config: EpisodeConfig | None = None, source: str = "source", split: str = "TEST") -> Sampler:
+    """The sampler of a split of a spec (metadataset/spec.py), as the official code builds it
+    for evaluation: a bi-level spec (Omniglot) samples through its superclasses, a
+    hierarchical one (ImageNet) through its WordNet DAG; class indices are relative to the split."""
+    classes = spec.classes(split)
+    superclasses = None
+    if spec.superclasses:
+        superclasses = [np.arange(r.start - classes.start, r.stop - classes.start) for r in spec.superclasses[split]]
+    return Sampler([spec.images_per_class[c] for c in classes], config, superclasses, source=source,
+                   dag=spec.dag.get(split))
+
+
+def draw(sampler: Sampler, episodes: int, seed: int, source: str) -> list[Episode]:
+    """The episodes of (seed, source), all drawn before any image is read."""
+    rng, image_rng = rng_for(seed, source), image_rng_for(seed, source)
+    return [sampler.sample(rng, image_rng) for _ in range(episodes)]
+
+
+def drawn_images(episodes) -> dict[int, np.ndarray]:
+    """{class: the sorted distinct image indices the episodes use}: what must be embedded."""
+    per_class: dict = {}
+    for ep in episodes:
+        for c, idx in zip(ep.classes, ep.images):
+            per_class.setdefault(int(c), []).append(idx)
+    return {c: np.unique(np.concatenate(parts)) for c, parts in sorted(per_class.items())}

@@ -12,6 +12,7 @@ import io
 import os
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
 
 from metadataset import example, tfrecord
@@ -22,6 +23,10 @@ from metadataset.errors import MetaDatasetError
 # table uses the nine after ilsvrc_2012 (ImageNet is the pretraining set there).
 PAPER_DOMAINS = ("aircraft", "cu_birds", "dtd", "fungi", "mscoco", "omniglot", "quickdraw", "traffic_sign", "vgg_flower")
 ALL_DOMAINS = ("ilsvrc_2012",) + PAPER_DOMAINS
+# Meta-Dataset v2 (the VTAB+MD protocol; md_tfds's `dataset_specs.v2`) makes ImageNet a
+# training-only source and leaves VGG Flower to VTAB; every other source keeps its v1 split
+NOT_IN_V2 = {"ilsvrc_2012": "a training-only source in Meta-Dataset v2 (all its classes are training classes)",
+             "vgg_flower": "not a Meta-Dataset v2 source (VTAB+MD keeps it for VTAB)"}
 
 
 class Source:
@@ -72,6 +77,36 @@ class Source:
         return images
 
 
+    def read_images(self, class_id: int, indices) -> list[bytes]:
+        """The encoded images at `indices` (file order) of one class, read alone: the class's
+        files are indexed from their record headers (the count checked against the spec) and
+        only the wanted records are read, each with its CRCs and label checked, so the cost
+        grows with the images an evaluation draws, not with the class."""
+        files = self.class_files(class_id)
+        if not files:
+            raise MetaDatasetError(f"{self.root / f'{class_id}_*.tfrecords'}: class file not found")
+        offsets = [tfrecord.offsets(path) for path in files]
+        starts = np.cumsum([0] + [len(o) for o in offsets])  # each file's first index in the class
+        expected = self.spec.images_per_class[class_id]
+        if starts[-1] != expected:
+            raise MetaDatasetError(f"{files[0]}: class {class_id} holds {starts[-1]} images but "
+                                   f"{spec_mod.FILENAME} says {expected}")
+        indices = np.asarray(indices, dtype=np.int64)
+        shard = np.searchsorted(starts, indices, side="right") - 1
+        out: list = [None] * len(indices)
+        for f in np.unique(shard):
+            at = np.flatnonzero(shard == f)
+            within = indices[at] - starts[f]
+            records = tfrecord.read_at(files[f], [offsets[f][i] for i in within])
+            for k, i, record in zip(at, within, records):
+                out[k] = image_of(record, files[f], int(i), class_id, f"class id {class_id}")
+        return out
+
+    def data_files(self) -> list[Path]:
+        """The files the images are read from (what a feature cache's key names, with their sizes)."""
+        return sorted(self.root.glob("*.tfrecords"))
+
+
 def image_of(record: bytes, path, index: int, label: int, expected: str) -> bytes:
     """The encoded image of one record, a tf.train.Example {image, label} whose label must be
     `label` (`expected` says so in the error); any other record is a one-line error."""
@@ -98,15 +133,18 @@ def decode_image(data: bytes, where: str = "image") -> Image.Image:
 
 
 def open_sources(records: str | os.PathLike | None, names, tfds_dir: str | os.PathLike | None = None,
-                 md_version: str = "v1") -> list:
+                 md_version: str = "v1", skipped=None) -> list:
     """The requested sources, from the official records layout (`records`) or from an md_tfds
     build (`tfds_dir`, a TFDS data_dir; metadataset/tfds.py); None, [] or ['all'] = every
-    source there; ['paper'] = the paper's nine. The first missing source is a one-line error."""
+    source there; ['paper'] = the paper's nine. The first missing source is a one-line error.
+    With md_version "v2" the sources Meta-Dataset v2 does not evaluate (NOT_IN_V2) are left
+    out of 'all' and 'paper' (`skipped(name, why)` is told) and refused when named."""
     from metadataset import tfds
 
     where = Path(tfds_dir if tfds_dir is not None else records)
     if not where.is_dir():
         raise MetaDatasetError(f"{where}: {'TFDS data_dir' if tfds_dir is not None else 'records directory'} not found")
+    named = bool(names) and list(names) not in (["paper"], ["all"])
     if list(names or []) == ["paper"]:
         names = list(PAPER_DOMAINS)
     elif not names or list(names) == ["all"]:
@@ -118,6 +156,17 @@ def open_sources(records: str | os.PathLike | None, names, tfds_dir: str | os.Pa
             names = sorted(p.name for p in where.iterdir() if (p / spec_mod.FILENAME).is_file())
             if not names:
                 raise MetaDatasetError(f"{where}: no Meta-Dataset source (no */{spec_mod.FILENAME}) found")
+    names = list(dict.fromkeys(names))
+    if md_version == "v2":
+        out = [n for n in names if n.removesuffix("_v2") in NOT_IN_V2]
+        if out and named:
+            raise MetaDatasetError(f"{out[0]}: {NOT_IN_V2[out[0].removesuffix('_v2')]}; drop it or use --md-version v1")
+        for n in out:
+            if skipped is not None:
+                skipped(n, NOT_IN_V2[n.removesuffix("_v2")])
+        names = [n for n in names if n not in out]
+        if not names:
+            raise MetaDatasetError(f"{where}: no Meta-Dataset v2 evaluation source")
     if tfds_dir is not None:
-        return [tfds.open_source(where, n, md_version) for n in dict.fromkeys(names)]
-    return [Source.open(where, n) for n in dict.fromkeys(names)]
+        return [tfds.open_source(where, n, md_version) for n in names]
+    return [Source.open(where, n) for n in names]

@@ -28,6 +28,8 @@ import re
 from functools import cached_property
 from pathlib import Path
 
+import numpy as np
+
 from metadataset import spec as spec_mod
 from metadataset import tfrecord
 from metadataset.errors import MetaDatasetError
@@ -167,6 +169,24 @@ class TfdsSource:
                        for j, r in enumerate(records)]
             i += 1
         return images
+
+    def read_images(self, class_id: int, indices) -> list[bytes]:
+        """The images at `indices` of one class's slice, read alone (each CRC and label checked)."""
+        start, _ = self.slices[class_id]
+        label = self.labels[class_id]
+        g = start + np.asarray(indices, dtype=np.int64)  # the examples' indices in the split
+        shard = np.searchsorted(self.starts, g, side="right") - 1
+        out: list = [None] * len(g)
+        for f in np.unique(shard):
+            at = np.flatnonzero(shard == f)
+            within = g[at] - self.starts[f]
+            records = tfrecord.read_at(self.files[f], [self._offsets[f][i] for i in within])
+            for k, i, record in zip(at, within, records):
+                out[k] = image_of(record, self.files[f], int(i), label, f"{label} (class {class_id}'s slice)")
+        return out
+
+    def data_files(self) -> list[Path]:
+        return list(self.files)
 
 
 def source_root(data_dir: str | os.PathLike, name: str) -> Path:

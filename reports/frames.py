@@ -270,9 +270,13 @@ def metadataset(records: list[dict]) -> pd.DataFrame:
                      "episodes": number(_first(m, "episodes") or r.get("episodes")),
                      "setting": str(detail.get("setting") or ""),
                      "not_official": proto == "episodic" and detail.get("official") is False
-                     and detail.get("mode") != "fixed"})
+                     and detail.get("mode") != "fixed",
+                     # written before the description stream followed the official one (docs/design.md §5.3)
+                     "old_stream": proto == "episodic" and detail.get("mode") != "fixed"
+                     and "official_sampling" not in detail,
+                     "contaminated": str(r.get("contaminated") or "")})
     return pd.DataFrame(rows, columns=IDENTITY + ["protocol", "head", "domain", "top1", "ci95", "episodes", "setting",
-                                                  "not_official"])
+                                                  "not_official", "old_stream", "contaminated"])
 
 
 def _flatten(metrics: dict, prefix: str = "") -> dict:

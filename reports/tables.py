@@ -377,6 +377,7 @@ def metadataset(md: pd.DataFrame) -> list[Table]:
             return None if pd.isna(ci) else f"{hit['mean']:.2f} ± {ci:.2f} (1 run; ± over its episodes)"
         domains = ordered(sub["domain"], frames.DOMAINS)  # only domains with data
         table = spread(numbers, domains, "domain", single=episodes)
+        reasons = _mark_contaminated(table, numbers, sub)
         display = table.set_index("model").T.rename_axis(index="domain").reset_index()
         display.columns.name = None
         if setting:  # what the records say ran
@@ -396,8 +397,27 @@ def metadataset(md: pd.DataFrame) -> list[Table]:
         if uniform:
             note += (f" Not Meta-Dataset's own evaluation for {', '.join(uniform)}: these records' classes were "
                      f"drawn uniformly (written before the ImageNet DAG sampler).")
+        old = sorted(set(sub.loc[sub["old_stream"].astype(bool), "domain"]))
+        if old:
+            note += (f" {', '.join(old)}: written before the episode stream followed Meta-Dataset's; descriptions "
+                     f"follow its rules but not its stream after the first episode.")
+        if reasons:
+            note += " † the backbone's pretraining saw these images (" + "; ".join(reasons) + "); (†) possibly."
         out.append(Table(name, f"Meta-Dataset, {what}", note, display, numbers.assign(protocol=proto, head=head)))
     return out
+
+
+def _mark_contaminated(table: pd.DataFrame, numbers: pd.DataFrame, sub: pd.DataFrame) -> list[str]:
+    """Mark the Meta-Dataset cells whose records say the backbone's pretraining saw the domain's
+    evaluation images: ' †' (yes) or ' (†)' (possibly); returns the distinct reasons."""
+    marked = sub[sub["contaminated"].astype(bool)]
+    labels = {key[:-1]: label for key, label in row_labels(numbers).items() if not key[-1]}
+    for (*model, domain), g in marked.groupby(MODEL + ["domain"]):
+        label = labels.get(tuple(model))
+        if label is not None and domain in table.columns:
+            mark = " †" if any(str(c).startswith("yes") for c in g["contaminated"]) else " (†)"
+            table.loc[table["model"] == label, domain] += mark
+    return sorted({c.split(": ", 1)[-1] for c in marked["contaminated"]})
 
 
 def detection(det: pd.DataFrame) -> list[Table]:

@@ -164,6 +164,8 @@ def stages(run: Run, profile: Profile, a, py: str) -> list[list[str]]:
     records = Path(a.records)
     if profile.episodes and records.is_dir():
         md = ["--ckpt", ckpt, "--records", str(records), "--domains", "all", "--results", results]
+        if run.dataset == "imagenet":  # the backbone saw every ilsvrc_2012 image: Meta-Dataset v2 (docs/design.md §5.3)
+            md += ["--md-version", "v2"]
         cmds += [[py, "-m", "metadataset", "linear", *md],
                  [py, "-m", "metadataset", "episodic", *md, "--head", "both", "--episodes", str(profile.episodes)]]
     if profile.detection == "mini" and run.method in ("ir", "moco"):

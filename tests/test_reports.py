@@ -381,3 +381,23 @@ def test_every_preset_with_another_sampler_has_exactly_one_baseline_preset_to_pa
             matches = [n for n, (m, s, p) in models.items()
                        if m == method and s == METHODS[method].baseline_sampler and p == pair]
             assert len(matches) == 1, f"{profile}/{name}: baselines that pair with it: {matches}"
+
+
+def test_metadataset_marks_contaminated_rows_and_old_episode_streams():
+    """A backbone pretrained on ImageNet has seen every ilsvrc_2012 image (the record's
+    `contaminated`): its cell is marked and the note says why; records from before the official
+    description stream are named."""
+    new = {"name": "episodic", "official_sampling": True, "mode": "variable-way variable-shot", "setting": "600 episodes"}
+    old = {"name": "episodic", "official": True, "mode": "variable-way variable-shot", "setting": "600 episodes"}
+    recs = [stage_rec("a", "metadataset", "episodic_prototype_ilsvrc_2012", "ilsvrc_2012",
+                      {"top1": 50.0, "ci95": 1.0, "episodes": 600}, protocol=new,
+                      contaminated="yes: ImageNet-1k pretraining holds every ilsvrc_2012 image"),
+            stage_rec("a", "metadataset", "episodic_prototype_dtd", "dtd", {"top1": 40.0, "ci95": 1.0, "episodes": 600},
+                      protocol=new),
+            stage_rec("b", "metadataset", "episodic_prototype_omniglot", "omniglot",
+                      {"top1": 80.0, "ci95": 1.0, "episodes": 600}, protocol=old, neg="ring", seed=1)]
+    made = tables.metadataset(frames.metadataset(recs))[0]
+    d = made.display.set_index("domain")
+    assert d.loc["ilsvrc_2012", "IR"].endswith(" †") and not d.loc["dtd", "IR"].endswith("†")
+    assert "ImageNet-1k pretraining holds every ilsvrc_2012 image" in made.note
+    assert "omniglot: written before the episode stream followed Meta-Dataset's" in made.note

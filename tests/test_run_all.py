@@ -119,3 +119,14 @@ def test_a_grid_over_a_strategys_setting_sweeps_only_that_strategys_presets():
     assert names == ["mini_ir_dcl", "mini_ir_hcl_beta0", "mini_ir_hcl_beta2", "mini_ir_ring", "mini_ir_uniform",
                      "mini_moco_dcl", "mini_moco_hcl_beta0", "mini_moco_hcl_beta2", "mini_moco_ring", "mini_moco_uniform"]
     assert [r.sets for r in runs if r.name == "mini_ir_hcl_beta2"] == [["negatives.hcl.beta=2"]]
+
+
+def test_imagenet_backbones_are_evaluated_on_meta_dataset_v2(tmp_path):
+    """ImageNet-1k holds every ilsvrc_2012 image: the paper profile evaluates such backbones on
+    Meta-Dataset v2, where ImageNet is a training source only."""
+    runs = pipeline.plan(pipeline.PROFILES["paper"], [0], [])
+    a = pipeline.parser().parse_args(["--profile", "paper", "--out", "o"])
+    a.records = str(tmp_path)  # the records folder exists: Meta-Dataset stages are planned
+    for run in (next(r for r in runs if r.dataset == "imagenet"), next(r for r in runs if r.dataset == "cifar10")):
+        md = [c for c in pipeline.stages(run, pipeline.PROFILES["paper"], a, "py") if "metadataset" in c]
+        assert md and all(("--md-version" in c) == (run.dataset == "imagenet") for c in md)

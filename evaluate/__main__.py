@@ -27,6 +27,10 @@ def _parser() -> cli.Parser:
             s.add_argument("--protocol", default="paper", choices=PROTOCOLS.names())
             s.add_argument("--epochs", type=cli.int_at_least(1),
                            help="override the protocol's epochs (L-BFGS iterations for cached)")
+            s.add_argument("--views", type=cli.int_at_least(0),
+                           help="cached: augmented views cached per training image, drawn once with --seed "
+                                f"(default: {PROTOCOLS['cached'].views}); 0: one unaugmented view, the probe of "
+                                f"records before issue 29")
             s.add_argument("--resume", action="store_true",
                            help="paper/moco: continue from the probe state saved after each epoch")
             s.add_argument("--state-dir", help="paper/moco: where the probe state (the linear layer, saved after "
@@ -55,6 +59,9 @@ def _run(args, held: contextlib.ExitStack) -> Path:
     results = cli.writable_dir(args.results, "--results")  # before any work: not after the probe
     if args.run:
         cli.check_run_name(args.run, "--run")
+    if args.task == "linear" and args.views is not None and args.protocol != "cached":
+        raise cli.UserError(f"--views {args.views}: only the cached probe caches views; --protocol "
+                            f"{args.protocol} trains on freshly augmented images every epoch")
     device = pick_device(args.device)
     device = distributed.init(args.device) or device
     if not distributed.is_main() and (args.task == "knn" or args.protocol == "cached"):
@@ -87,7 +94,7 @@ def _run(args, held: contextlib.ExitStack) -> Path:
                                  f"({name} {train_split}); expected at most {len(train_ds)}")
         task = f"knn_k{args.k}_t{args.t:g}_{name}"
     else:
-        protocol = linear.with_epochs(PROTOCOLS[args.protocol], args.epochs)
+        protocol = linear.with_views(linear.with_epochs(PROTOCOLS[args.protocol], args.epochs), args.views)
         task = f"{linear.task_name(protocol)}_{name}"
     if distributed.is_main():  # (rank 0 writes the record; its ranks share the evaluation)
         held.enter_context(rundir.record_lock(results, run_name, "evaluate", task))
@@ -102,8 +109,8 @@ def _run(args, held: contextlib.ExitStack) -> Path:
                                                         f"on unaugmented frozen features; train split as the bank")
     else:
         if protocol.name == "cached":
-            tx, ty = cache(train_ds, False)
-            qx, qy = cache(test_ds, False)
+            tx, ty, qx, qy = linear.cached_features(net, protocol, train_ds, test_ds, size, native, device,
+                                                    args.seed, args.workers, pre.get("augment", "moco_v2"))
             metrics, extra["fit"] = linear.cached(tx, ty, qx, qy, classes, protocol)
             if not extra["fit"]["converged"]:
                 print(f"[evaluate] warning: L-BFGS stopped at its cap of {protocol.epochs} iterations before "

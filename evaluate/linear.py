@@ -4,9 +4,11 @@ Protocols (each record says exactly what ran: `setting`, and whose recipe it `fo
   paper   the official Ring code's settings: SGD lr 0.01, wd 1e-5, 100 epochs, pretraining
           augmentations
   moco    MoCo's: SGD lr 30, wd 0, lr x0.1 at epochs 60 and 80, RandomResizedCrop + flip
-  cached  features computed once without augmentation; a multinomial logistic regression
-          trained to convergence on them with L-BFGS. Minutes instead of hours; a fast proxy,
-          not a published protocol, and its record says so.
+  cached  a multinomial logistic regression trained with L-BFGS (to convergence or its iteration
+          cap) on features computed once: of `views` augmented views of every training image
+          (the paper protocol's own crop and flip, drawn once from a fixed seed), or with
+          views = 0 of the unaugmented image (the probe before issue 29). Minutes instead of
+          hours; a fast proxy, not a published protocol, and its record says so and names the views.
 
 The full-path protocols enforce MoCo's sanity checks: only fc.* is missing when the
 backbone is loaded, only the linear layer is optimised, the backbone is in eval mode
@@ -14,8 +16,7 @@ backbone is loaded, only the linear layer is optimised, the backbone is in eval 
 """
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -24,30 +25,14 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
+from evaluate import protocols
 from pretrain import data
 from pretrain.knn import topk_accuracy
-from pretrain.registry import PROTOCOLS
 
-
-@dataclass
-class Protocol:
-    name: str
-    lr: float
-    weight_decay: float
-    epochs: int
-    milestones: list = field(default_factory=list)
-    augment: str = "none"  # pretrain | crop_flip | none
-    batch_size: int = 256
-    momentum: float = 0.9
-    follows: str = ""  # whose recipe these settings are
-
-
-PROTOCOLS.register("paper", Protocol("paper", lr=0.01, weight_decay=1e-5, epochs=100, augment="pretrain",
-                                     follows="the official Ring code's linear evaluation"))
-PROTOCOLS.register("moco", Protocol("moco", lr=30.0, weight_decay=0.0, epochs=100, milestones=[60, 80],
-                                    augment="crop_flip", follows="MoCo's linear evaluation (He et al. 2020)"))
-PROTOCOLS.register("cached", Protocol("cached", lr=1.0, weight_decay=1e-5, epochs=300, augment="none",
-                                      follows="no published protocol: a fast proxy"))
+# the protocols' settings and names, for the probes' callers (declared in evaluate/protocols.py)
+PROTOCOLS, VIEWS, Protocol = protocols.PROTOCOLS, protocols.VIEWS, protocols.Protocol
+setting, task_name, describe = protocols.setting, protocols.task_name, protocols.describe
+with_epochs, with_views = protocols.with_epochs, protocols.with_views
 
 
 class SanityError(AssertionError):
@@ -91,11 +76,13 @@ def check_unchanged(net: nn.Module, reference: dict) -> None:
 
 
 def _train_transform(protocol: Protocol, recipe: str, size: int, native: int):
+    finish = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(data.MEAN, data.STD)]
     if protocol.augment == "pretrain":
         return data.train_transform(recipe, size)
     if protocol.augment == "crop_flip":
-        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(),
-                           v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(data.MEAN, data.STD)])
+        return v2.Compose([v2.RandomResizedCrop(size, antialias=True), v2.RandomHorizontalFlip(), *finish])
+    if protocol.augment == "pretrain_crop_flip":  # the crop (scale 0.2-1) and flip of every pretraining recipe
+        return v2.Compose([data.random_crop(size), v2.RandomHorizontalFlip(), *finish])
     return data.eval_transform(size, native)
 
 
@@ -172,6 +159,32 @@ def full_path(backbone_sd: dict, arch: str, cifar_stem: bool, protocol: Protocol
     return _evaluate(net, test, device) if distributed.is_main() else None
 
 
+@torch.no_grad()
+def view_features(net: nn.Module, ds, transform, views, device, seed: int = 0, workers: int = 2,
+                  batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unnormalised features and labels of the listed views of every image of `ds`, view by view.
+    View v of image i is drawn from the seed item_seed(seed, v, i) alone: the same features
+    whatever the batching, the workers, or which other views are asked for (the first V views of
+    a 16-view cache are the V-view cache)."""
+    from pretrain.knn import features
+    keys = [(i, data.item_seed(seed, v, i)) for v in views for i in range(len(ds))]
+    loader = DataLoader(data.Views(ds, transform), batch_size=batch_size, sampler=keys, num_workers=workers)
+    return features(net, loader, device, normalize=False)
+
+
+def cached_features(net: nn.Module, protocol: Protocol, train_ds, test_ds, size: int, native: int, device,
+                    seed: int = 0, workers: int = 2, recipe: str = "moco_v2"):
+    """(train x, train y, test x, test y) for the cached probe: `protocol.views` augmented views
+    of each training image (views = 0: the unaugmented one), unaugmented test images."""
+    test = data.eval_transform(size, native)
+    if protocol.views:
+        tx, ty = view_features(net, train_ds, _train_transform(protocol, recipe, size, native),
+                               range(protocol.views), device, seed, workers)
+    else:
+        tx, ty = view_features(net, train_ds, test, [0], device, seed, workers)
+    return (tx, ty, *view_features(net, test_ds, test, [0], device, seed, workers))
+
+
 def fit_cached(train_x: torch.Tensor, train_y: torch.Tensor, num_classes: int, weight_decay: float,
                max_iter: int = 300) -> nn.Linear:
     """Multinomial logistic regression on fixed features: L-BFGS on the full batch, minimising
@@ -211,37 +224,3 @@ def cached(train_x, train_y, test_x, test_y, num_classes: int, protocol: Protoco
     layer = fit_cached(train_x, train_y, num_classes, protocol.weight_decay, protocol.epochs)
     with torch.no_grad():
         return topk_accuracy(layer(test_x), test_y), layer.fit_info
-
-
-def setting(protocol: Protocol) -> str:
-    """Exactly what ran, in one line (records and table titles)."""
-    p = protocol
-    if p.name == "cached":
-        return (f"logistic regression by L-BFGS ({p.epochs} iterations, wd {p.weight_decay:g}) on cached, "
-                f"unaugmented, standardised features of the frozen backbone")
-    train = {"pretrain": "the pretraining augmentations", "crop_flip": "random-resized crop + flip"}[p.augment]
-    steps = f", lr x0.1 at epochs {', '.join(map(str, p.milestones))}" if p.milestones else ""
-    return (f"SGD lr {p.lr:g}, momentum {p.momentum:g}, wd {p.weight_decay:g}{steps}, {p.epochs} epochs, "
-            f"batch {p.batch_size}, trained on {train}; frozen backbone and BN statistics")
-
-
-def task_name(protocol: Protocol) -> str:
-    """'linear_paper_e100', 'linear_cached_i300': the settings that change the result are in the
-    record's name, so another setting adds a record instead of replacing one."""
-    return f"linear_{protocol.name}_{'i' if protocol.name == 'cached' else 'e'}{protocol.epochs}"
-
-
-def describe(protocol: Protocol) -> dict:
-    d = asdict(protocol)
-    default = PROTOCOLS[protocol.name]
-    if protocol != default:  # e.g. fewer epochs: no longer the recipe it started from
-        d["follows"] = f"{default.follows}, with epochs {default.epochs} -> {protocol.epochs}"
-    d["paper_protocol"] = protocol == PROTOCOLS["paper"]  # the paper's settings, unmodified
-    d["setting"] = setting(protocol)
-    if protocol.name == "cached":
-        d.update(optimizer="lbfgs", note="`epochs` = L-BFGS iterations")
-    return d
-
-
-def with_epochs(protocol: Protocol, epochs: int | None) -> Protocol:
-    return protocol if epochs is None else dataclasses.replace(protocol, epochs=epochs)

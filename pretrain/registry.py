@@ -60,6 +60,6 @@ class Registry:
 
 METHODS = Registry("method", "pretrain.methods")
 SAMPLERS = Registry("negative sampler", "pretrain.negatives")
-DATASETS = Registry("dataset", "pretrain.data")
-PROTOCOLS = Registry("linear-evaluation protocol", "evaluate.linear")
+DATASETS = Registry("dataset", "pretrain.datasets")
+PROTOCOLS = Registry("linear-evaluation protocol", "evaluate.protocols")
 STRATEGIES = Registry("negative strategy", "pretrain.strategies")

@@ -134,3 +134,93 @@ def test_linear_probe_resumes_exactly(tmp_path):
     a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
     assert all(torch.equal(a["fc"][k], b["fc"][k]) for k in a["fc"]) and straight == resumed
+
+
+# ---------------------------------------------------------------- cached views (issue 29)
+
+def tiny_photos(n=24):
+    from pretrain import data
+    return data.subset(data.load("photo_patches", "data", "train"), n)
+
+
+def test_cached_views_are_drawn_once_whatever_else_is_asked():
+    """View v of image i depends on (seed, v, i) alone: the first V views of a 3-view cache are
+    the V-view cache, batching changes nothing, and another seed draws other views."""
+    ds = tiny_photos()
+    torch.manual_seed(0)
+    net = models.backbone("resnet18")
+    crop = linear._train_transform(PROTOCOLS["cached"], "moco_v2", 32, 32)
+    three, y3 = linear.view_features(net, ds, crop, range(3), "cpu", seed=1, workers=0)
+    two, y2 = linear.view_features(net, ds, crop, range(2), "cpu", seed=1, workers=0, batch_size=7)
+    third, _ = linear.view_features(net, ds, crop, [2], "cpu", seed=1, workers=0, batch_size=5)
+    assert three.shape == (3 * len(ds), 512) and torch.equal(y3, y2.repeat(2)[: 3 * len(ds)])
+    assert torch.allclose(three[: 2 * len(ds)], two, atol=1e-5) and torch.allclose(three[2 * len(ds):], third, atol=1e-5)
+    assert not torch.allclose(three[: len(ds)], three[len(ds): 2 * len(ds)])  # views differ from each other
+    other, _ = linear.view_features(net, ds, crop, [0], "cpu", seed=2, workers=0)
+    assert not torch.allclose(other, three[: len(ds)])
+
+
+def test_cached_views_are_the_paper_protocols_crop_and_flip():
+    """The views' transform is the pretraining crop (scale 0.2-1) and flip, without the colour:
+    an image of one colour stays that colour, and a crop of it is the whole image resized."""
+    from PIL import Image
+    crop = linear._train_transform(PROTOCOLS["cached"], "moco_v2", 32, 32)
+    ops = [type(t).__name__ for t in crop.transforms]
+    assert ops[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"] and crop.transforms[0].scale == (0.2, 1.0)
+    flat = Image.new("RGB", (32, 32), (200, 30, 90))
+    plain = linear.data.eval_transform(32, 32)(flat)
+    assert all(torch.allclose(crop(flat), plain, atol=1e-6) for _ in range(5))
+
+
+def test_zero_views_is_the_probe_records_had_before_views():
+    """--views 0 caches the unaugmented training images and keeps the old task name and setting,
+    so its records group with the records written before issue 29."""
+    p = linear.with_views(PROTOCOLS["cached"], 0)
+    assert p.augment == "none" and linear.task_name(p) == "linear_cached_i300"
+    assert linear.setting(p) == ("logistic regression by L-BFGS (300 iterations, wd 1e-05) on cached, unaugmented, "
+                                 "standardised features of the frozen backbone")
+    ds = tiny_photos(8)
+    net = models.backbone("resnet18")
+    tx, ty, qx, qy = linear.cached_features(net, p, ds, ds, 32, 32, "cpu", workers=0)
+    assert torch.allclose(tx, qx) and torch.equal(ty, qy)  # train and test alike: the eval transform
+
+
+def test_views_are_named_in_the_task_and_setting_and_are_not_a_departure():
+    four = linear.with_views(PROTOCOLS["cached"], 4)
+    one = linear.with_views(linear.with_views(PROTOCOLS["cached"], 0), 1)
+    assert linear.task_name(four) == "linear_cached_i300_v4" and linear.task_name(one) == "linear_cached_i300_v1"
+    assert "4 augmented views of each training image" in linear.setting(four)
+    assert "1 augmented view of each" in linear.setting(one) and one.augment == "pretrain_crop_flip"
+    assert linear.setting(four) != linear.setting(linear.with_views(four, 8))  # never one table
+    d = linear.describe(four)
+    assert d["views"] == 4 and d["follows"] == PROTOCOLS["cached"].follows and d["paper_protocol"] is False
+    assert "views" not in linear.describe(PROTOCOLS["paper"])
+    assert linear.describe(linear.with_epochs(four, 5))["follows"].endswith("with epochs 300 -> 5")
+    assert PROTOCOLS["cached"].views == linear.VIEWS > 0
+
+
+def test_evaluate_cached_writes_the_views_into_the_record(tmp_path, capsys):
+    import json
+
+    import formats
+
+    from evaluate.__main__ import main as evaluate_main
+    from pretrain.__main__ import main as pretrain_main
+    sets = ["data.dataset=photo_patches", "data.limit=64", "data.workers=0", "optim.batch_size=32", "optim.epochs=1",
+            "model.feat_dim=16", "negatives.num=16", "train.knn_every=0", "name=t"]
+    assert pretrain_main(["--out", str(tmp_path / "runs"), "--results", str(tmp_path / "res"),
+                          *[x for s in sets for x in ("--set", s)]]) == 0
+    formats.write_cifar10(tmp_path / "data", per_batch=10, test=20)  # 50 training images: seconds, not minutes
+    common = ["--ckpt", str(tmp_path / "runs/t/final.pt"), "--results", str(tmp_path / "res"), "--workers", "0",
+              "--epochs", "5", "--dataset", "cifar10", "--data-root", str(tmp_path / "data"), "--no-verify"]
+    assert evaluate_main(["linear", "--protocol", "cached", "--views", "3", *common]) == 0
+    rec = json.loads((tmp_path / "res/t/evaluate/linear_cached_i5_v3_cifar10.json").read_text())
+    assert rec["protocol"]["views"] == 3 and "3 augmented views of each training image" in rec["setting"]
+    assert rec["evaluation"] == "linear_cached" and rec["fit"]["max_iter"] == 5
+    assert evaluate_main(["linear", "--protocol", "cached", "--views", "0", *common]) == 0
+    old = json.loads((tmp_path / "res/t/evaluate/linear_cached_i5_cifar10.json").read_text())
+    assert "unaugmented" in old["setting"] and old["protocol"]["views"] == 0
+    capsys.readouterr()
+    assert evaluate_main(["linear", "--protocol", "paper", "--views", "2", *common]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--views 2: only the cached probe caches views" in err

@@ -87,11 +87,12 @@ print("ok")
     assert "'demo'" in listed.stdout  # what tests/test_methods.py parametrises over
 
 
-def test_help_imports_no_torch_for_pretrain_and_reports():
-    """--help answers at once (issue 26): pretrain and reports parse before their heavy imports."""
+def test_help_imports_no_torch_for_pretrain_evaluate_and_reports():
+    """--help answers at once (issue 26): pretrain, evaluate and reports parse before their heavy
+    imports; evaluate's dataset and protocol choices come from registries that import no torch."""
     import subprocess
     import sys
-    for module in ("pretrain", "reports"):
+    for module in ("pretrain", "evaluate", "reports"):
         code = (f"import runpy, sys; sys.argv = ['{module}', '--help']\n"
                 f"try:\n    runpy.run_module('{module}', run_name='__main__')\nexcept SystemExit:\n    pass\n"
                 f"assert not any(m in sys.modules for m in ('torch', 'pandas', 'matplotlib')), '{module}'")

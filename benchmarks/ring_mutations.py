@@ -4,7 +4,7 @@ the band is rounded instead of truncated, ...). The script applies each to a scr
 the package, runs the Ring tests there, and prints which tests caught it. A mutation no test
 catches is a hole in the suite: the script exits 1.
 
-    python benchmarks/ring_mutations.py [--only NAME ...]
+    python benchmarks/ring_mutations.py [--only NAME ...] [--tests PYTEST_ID ...]
 """
 from __future__ import annotations
 
@@ -65,7 +65,7 @@ MUTATIONS = {
 }
 
 
-def run(name: str, scratch: Path) -> list[str]:
+def run(name: str, scratch: Path, tests=TESTS) -> list[str]:
     """Apply one mutation in `scratch`, run the tests; return the ids of the tests that failed."""
     path, old, new = MUTATIONS[name]
     target = scratch / path
@@ -75,7 +75,7 @@ def run(name: str, scratch: Path) -> list[str]:
     target.write_text(text.replace(old, new))
     try:
         env = {**os.environ, "PYTHONPATH": str(scratch), "OMP_NUM_THREADS": "1"}
-        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *TESTS],
+        out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rf", *tests],
                              cwd=scratch, env=env, capture_output=True, text=True, timeout=1200)
     finally:
         target.write_text(text)
@@ -85,6 +85,8 @@ def run(name: str, scratch: Path) -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--only", nargs="+", help="mutation names (substrings) to run")
+    p.add_argument("--tests", nargs="+", default=TESTS, help="the tests to run on each mutation (default: the Ring "
+                                                             "tests, about 40 s a mutation)")
     args = p.parse_args(argv)
     names = [n for n in MUTATIONS if not args.only or any(o in n for o in args.only)]
     missed = []
@@ -93,7 +95,7 @@ def main(argv=None) -> int:
         for part in ("pretrain", "evaluate", "reports", "metadataset", "detection", "tests", "configs", "pyproject.toml"):
             (shutil.copytree if (ROOT / part).is_dir() else shutil.copy)(ROOT / part, scratch / part)
         for name in names:
-            caught = run(name, scratch)
+            caught = run(name, scratch, args.tests)
             print(f"- {name}: " + (f"caught by {len(caught)} test(s): " + ", ".join(caught) if caught else "NOT CAUGHT"),
                   flush=True)
             missed += [] if caught else [name]

@@ -169,8 +169,30 @@ def test_fault_injection_script_prints_its_verdict(tmp_path):
     assert "[faults] OK: 1 SIGKILLs, final weights identical to the uninterrupted run" in out.stdout
 
 
-def test_ring_mutations_help():
-    """The mutation run itself is minutes per mutation (test_every_ring_mutation_still_applies
-    keeps its targets honest); here: the script starts and parses its options."""
-    out = script("ring_mutations.py", "--help")
-    assert "--only" in out.stdout and out.stdout.startswith("usage:")
+def test_ring_mutations_runs_a_mutation_against_a_test():
+    """A full run is about 40 s per mutation (test_every_ring_mutation_still_applies keeps its
+    targets honest); here one mutation against the one test that pins it: the script applies
+    it in its scratch copy, runs the test there, and prints the verdict and the count."""
+    out = script("ring_mutations.py", "--only", "inner cut dropped",
+                 "--tests", "tests/test_negatives.py::test_band_limits_truncate_as_the_official_code")
+    assert "- inner cut dropped: caught by 1 test(s): tests/test_negatives.py::test_band_limits_truncate" in out.stdout
+    assert out.stdout.rstrip().endswith("1 of 1 mutations caught")
+
+
+def test_mutation_script_scores_a_file_on_tiny_settings(tmp_path):
+    """The whole run is about half an hour (docs/mutation.md); here mutmut mutates kNN alone
+    against its two known-answer tests, in a scratch copy: one score line per file, the
+    survivors listed with their diffs, and the exit status says whether the file met 90%."""
+    import re
+    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "mutation.py"), "--scratch", tmp_path / "m",
+                          "--workers", "2", "--files", "pretrain/knn.py", "--tests",
+                          "tests/test_known_answers.py::test_knn_votes_with_the_k_most_similar_rows_only",
+                          "tests/test_evaluate.py::test_knn_weighted_vote_known_answer"],
+                         capture_output=True, text=True, timeout=600, cwd=ROOT)
+    line = re.search(r"^pretrain/knn.py\s+(\d+) / (\d+)\s+killed\s+([\d.]+)%", out.stdout, re.M)
+    assert line, out.stdout[-3000:] + out.stderr[-3000:]
+    killed, scored, score = int(line[1]), int(line[2]), float(line[3])
+    assert 0 < killed <= scored and score == pytest.approx(100 * killed / scored, abs=0.05)
+    assert out.returncode == (0 if score >= 90 else 1)
+    assert "x_knn_predict__mutmut_" in out.stdout or killed == scored  # the survivors, by name
+    assert (tmp_path / "m" / "scores.json").is_file() and not (ROOT / "mutants").exists()  # the tree untouched

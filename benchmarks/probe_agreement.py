@@ -16,13 +16,15 @@ ball) both paired differences, whether their signs agree and whether they agree 
 --tolerance points.
 
 --json keeps every measured row (written after each checkpoint); with --resume, a checkpoint
-already there with the same settings is not measured again (its row says so), and the rows of
-other checkpoints stay in the file: a long measurement can go a few checkpoints at a time.
+already there with the same settings and the same backbone weights is not measured again (its row
+says so), and the rows of other checkpoints stay in the file: a long measurement can go a few
+checkpoints at a time, across sessions (benchmarks/results/ keeps the mini profile's).
 """
 from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import json
 import math
 import os
@@ -36,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import linear_protocols  # noqa: E402
 
 from evaluate import linear  # noqa: E402
+from pretrain import checkpoint  # noqa: E402
 from pretrain.devices import pick_device  # noqa: E402
 
 
@@ -85,10 +88,21 @@ def settings(a) -> dict:
                        "weight_decay": linear.PROTOCOLS["cached"].weight_decay}}
 
 
+def weights_digest(path: str) -> str:
+    """sha256 of the backbone's tensors, in key order: what the probes read of a checkpoint (its
+    file also holds the optimizer and timings, which differ between identical pretrainings)."""
+    h = hashlib.sha256()
+    for key, value in sorted(checkpoint.read(path)["backbone"].items()):
+        h.update(key.encode())
+        h.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def measure(path: str, a, device, paper: dict | None = None) -> dict:
     """A checkpoint's row; `paper`: its paper-protocol result, measured earlier (not again)."""
     m = linear_protocols.load(path, a.dataset, a.data_root, a.limit)
-    row = {"ckpt": path, "name": m.name, "method": m.method, "sampler": m.sampler, "baseline": m.baseline,
+    row = {"ckpt": path, "weights": weights_digest(path),
+           "name": m.name, "method": m.method, "sampler": m.sampler, "baseline": m.baseline,
            "seed": m.seed, "dataset": m.dataset, "train_images": len(m.train), "test_images": len(m.test),
            "settings": settings(a), "cached": {}}
     for v, r in linear_protocols.cached_curve(m, a.views, device, a.seed, a.workers, a.augment,
@@ -154,7 +168,10 @@ def main(argv=None) -> int:
     done, others, papers = {}, [], {}
     if a.resume and a.json and Path(a.json).exists():
         earlier = json.loads(Path(a.json).read_text())["rows"]
-        done = {r["ckpt"]: r for r in earlier if r["settings"] == now}
+        # a row stands for its checkpoint's bytes: a checkpoint pretrained again (another session,
+        # the same seed) is reused only when identical
+        done = {r["ckpt"]: r for r in earlier if r["settings"] == now and r["ckpt"] in ckpts
+                and r.get("weights") == weights_digest(r["ckpt"])}
         others = [r for r in earlier if r["ckpt"] not in ckpts]  # kept in the file: a set can grow run by run
     if a.reuse_paper:
         papers = {r["ckpt"]: r["paper"] for r in json.loads(Path(a.reuse_paper).read_text())["rows"]

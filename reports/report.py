@@ -24,7 +24,9 @@ MAIN_NOTE = ("One row per method, dataset, evaluation and sampler that is not th
              "each anchor's negatives that carry its own label in the last pretraining epoch (mean over "
              "seeds), the mechanism behind a negative Δ. `eval` names the evaluation and the settings that "
              "change its result (`linear_paper_e100`: the official Ring code's linear probe, 100 epochs; "
-             "`linear_cached_i300`: a fast proxy on cached features, not a published protocol; "
+             "`linear_cached_i300_v4`: a fast proxy, not a published protocol: L-BFGS on cached features of 4 "
+             "augmented views of each training image (`_v0` or no `_v`: unaugmented), whose agreement with the "
+             "paper protocol docs/design.md §5.1 gives; "
              "`knn_k200_t0.07`).")
 MAIN_COLUMNS = ["method", "dataset", "eval", "baseline negatives", "model", "baseline", "with the sampler",
                 "Δ (paired)", "false negatives (baseline → sampler)"]

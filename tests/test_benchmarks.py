@@ -127,18 +127,26 @@ def test_probe_agreement_prints_every_row_and_the_agreement_and_resumes(ir_pair,
     summary = {r[0]: r for r in table(text.split("Over the 2 checkpoints")[1].split("\n\n")[1])}
     assert set(summary) == {"0 (unaug.)", "1", "2"} and all(r[5] == "1/1" or r[5] == "0/1" for r in summary.values())
     assert [q["views"] for q in saved["summary"]] == [0, 1, 2] and len(saved["summary"][0]["pairs"]) == 1
+    assert all(len(r["weights"]) == 64 for r in saved["rows"]) and saved["rows"][0]["weights"] != saved["rows"][1]["weights"]
     assert "Ring − baseline pairs" in text and "| ir " in text.split("Ring − baseline pairs")[1]
     # measured once: a second run reuses both rows (no probe runs) and prints the same table
     again = script("probe_agreement.py", "--ckpts", *ir_pair, "--views", 0, 1, 2, "--json", out, "--resume", *PROBES)
     assert again.stdout.count("(reused)") == 2 and "cached, 0 views" not in again.stderr
     assert "[linear] epoch 1/1" in first.stderr  # (the paper protocol did run the first time)
     assert again.stdout.split("Over the")[1] == text.split("Over the")[1]
+    # a row stands for its backbone's weights: another checkpoint at the same path is measured anew
+    rows_file = json.loads(out.read_text())
+    rows_file["rows"][0]["weights"] = "0" * 64
+    out.write_text(json.dumps(rows_file))
+    third = script("probe_agreement.py", "--ckpts", *ir_pair, "--views", 0, 1, 2, "--json", out, "--resume", *PROBES)
+    assert third.stdout.count("(reused)") == 1 and "ir_ring: cached, 0 views" in third.stderr
     # other views, the paper protocol's results taken from the first run (not measured again)
     other = script("probe_agreement.py", "--ckpts", *ir_pair, "--views", 3, "--json", tmp_path / "v3.json",
                    "--reuse-paper", out, *PROBES)
     assert other.stdout.count("(paper reused)") == 2 and "[linear] epoch" not in other.stderr
     v3 = json.loads((tmp_path / "v3.json").read_text())["rows"]
-    assert [r["paper"] for r in v3] == [r["paper"] for r in saved["rows"]] and list(v3[0]["cached"]) == ["3"]
+    now = json.loads(out.read_text())["rows"]
+    assert [r["paper"] for r in v3] == [r["paper"] for r in now] and list(v3[0]["cached"]) == ["3"]
 
 
 def test_probe_agreement_known_answers():

@@ -23,6 +23,8 @@ def parser() -> cli.Parser:
     again.add_argument("--overwrite", action="store_true",
                        help="start this run again: its old folder (and records) are moved aside, not deleted")
     p.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--config-reference", action="store_true",
+                   help="print every config key with its default, range and meaning (docs/config.md), and exit")
     return p
 
 
@@ -39,6 +41,10 @@ def _where_to_resume(out) -> str:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    if args.config_reference:
+        from pretrain import reference
+        print(reference.markdown(), end="")
+        return 0
     overrides = args.overrides + ([f"data.root={args.data_root}"] if args.data_root else [])
     final, main_rank = None, True
     from pretrain import config as config_mod  # (torch, through the registries: not for --help)

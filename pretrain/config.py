@@ -32,11 +32,11 @@ class ConfigError(UserError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"        # a registered dataset (pretrain/data.py)
+    dataset: str = "cifar10"        # a registered dataset (pretrain/datasets.py)
     root: str = "data"              # directory holding the dataset in its official on-disk format
     image_size: int = at_least(32, 8)  # crop size fed to the network
     augment: str = "moco_v2"        # moco_v2 | ring (the official Ring code's recipe) | cmc (crop + flip)
-    workers: int = at_least(2, 0)
+    workers: int = at_least(2, 0)  # data-loader processes per training process
     gpu_augment: bool = False       # photometric augmentation batched on the training device (kornia)
     gpu_decode: bool = False        # JPEG decode, crop and flip on the device too (image folders; needs gpu_augment)
     verify_checksums: bool = True   # torchvision's md5 checks; tests write tiny files and turn them off
@@ -49,7 +49,7 @@ class ModelConfig:
     arch: str = "resnet18"          # resnet18 | resnet50
     cifar_stem: bool = False        # 3x3 stride-1 first conv and no max-pool (32 px inputs)
     head: str = "mlp"               # mlp | linear
-    feat_dim: int = at_least(128, 1)
+    feat_dim: int = at_least(128, 1)  # the head's output: the embedding the losses compare
     bn_splits: int = at_least(1, 1)  # SplitBatchNorm groups (MoCo on one device); 1 = plain BN
 
 
@@ -76,16 +76,21 @@ class _NegativesBase:
     anneal: AnnealConfig = field(default_factory=AnnealConfig)
 
 
+@dataclass
+class _MethodBase:
+    name: str = "ir"                # a registered method: ir | moco | simclr | cmc | la
+    temperature: float = positive(0.07)  # t of every method's exp(similarity / t)
+
+
 def _method_config() -> type:
     """`method`: the shared keys, then one section per registered method that has settings of
     its own (its dataclass lives in its file: adding a method never edits this one)."""
-    fields = [("name", str, field(default="ir")),  # a registered method: ir | moco | simclr | cmc | la
-              ("temperature", float, positive(0.07))]
+    fields = []
     for name in METHODS.names():
         own = METHODS.meta(name).get("config")
         if own is not None:
             fields.append((name, own, field(default_factory=own)))
-    return dataclasses.make_dataclass("MethodConfig", fields)
+    return dataclasses.make_dataclass("MethodConfig", fields, bases=(_MethodBase,))
 
 
 MethodConfig = _method_config()
@@ -107,19 +112,19 @@ NegativesConfig = _negatives_config()
 
 @dataclass
 class OptimConfig:
-    lr: float = positive(0.03)
-    momentum: float = fraction(0.9, high_open=True)
-    weight_decay: float = at_least(1e-4, 0)
+    lr: float = positive(0.03)      # SGD learning rate at the start (for the global batch)
+    momentum: float = fraction(0.9, high_open=True)  # SGD momentum
+    weight_decay: float = at_least(1e-4, 0)  # SGD weight decay
     batch_size: int = at_least(256, 2)  # the global batch
-    epochs: int = at_least(200, 1)
+    epochs: int = at_least(200, 1)  # passes over the (limited) training set
     schedule: str = "step"          # step | cosine
-    milestones: typing.List[int] = field(default_factory=lambda: [136, 166])
-    gamma: float = positive(0.1)
+    milestones: typing.List[int] = field(default_factory=lambda: [136, 166])  # step: epochs where lr is x gamma
+    gamma: float = positive(0.1)    # step: the lr factor at each milestone
 
 
 @dataclass
 class TrainConfig:
-    seed: int = 0
+    seed: int = 0                   # weights, memories, batch order and augmentations; paired runs share it
     device: str = "auto"            # auto | cpu | cuda
     log_every: int = at_least(10, 1)  # steps between JSON-lines log entries
     ckpt_every: int = at_least(0, 0, "0 = epoch ends only")  # steps between mid-epoch checkpoints
@@ -127,8 +132,8 @@ class TrainConfig:
     knn_every: int = at_least(1, 0, "0 = off")  # epochs between kNN monitor evaluations
     precision: str = "auto"         # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
     channels_last: bool = True      # NHWC activations on CUDA (tensor-core friendly); ignored on CPU
-    knn_k: int = at_least(200, 1)
-    knn_t: float = positive(0.07)
+    knn_k: int = at_least(200, 1)   # the kNN monitor's neighbours
+    knn_t: float = positive(0.07)   # the kNN monitor's vote temperature, exp(similarity / t)
     tensorboard: bool = True        # TensorBoard event files beside log.jsonl (tensorboard --logdir runs)
     compile: bool = False           # torch.compile the backbones and heads (in place; off until a GPU
                                     # measurement shows it wins: benchmarks/ring_speed.py)
@@ -139,7 +144,7 @@ class TrainConfig:
 
 @dataclass
 class Config:
-    name: str = "run"
+    name: str = "run"               # the run's folder under --out and --results, and its name in records
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)

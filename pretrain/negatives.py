@@ -104,8 +104,8 @@ class NegativeSampler:
             raise ValueError(f"ring fractions must satisfy 0 < outer <= 1 and 0 <= inner < 1, got {outer}, {inner}")
         self.kind, self.outer_final, self.inner, self.estimate = kind, outer, inner, estimate
         self.neighbor_views = neighbor_views  # the inner core joins the positive (see core())
-        # set when some anchor's band came out empty; read (a host sync) by pop_empty() at the
-        # trainer's checks, not at every step
+        # set when some anchor's band came out empty; the trainer takes it every step, on the
+        # device (take_empty), and reads it on the host only at its checks
         self.empty = torch.zeros((), dtype=torch.bool, device=device)
         self.schedule = dict(schedule=schedule, epochs=anneal_epochs, start=anneal_start,
                              steps=anneal_steps, decay=anneal_decay)
@@ -268,11 +268,16 @@ class NegativeSampler:
         pick = torch.arange(k, device=sim.device)[None, :] % count
         return columns[band.gather(1, pick)]
 
-    def pop_empty(self) -> bool:
-        """Whether some anchor's band was empty since the last call (reads the flag: a sync)."""
-        empty = bool(self.empty)
+    def take_empty(self) -> torch.Tensor:
+        """Whether some anchor's band was empty since the last call, as a device tensor (no host
+        sync: the trainer records it with its step and reads it at log steps); clears the flag."""
+        flag = self.empty.clone()
         self.empty.zero_()
-        return empty
+        return flag
+
+    def pop_empty(self) -> bool:
+        """take_empty(), read on the host (a sync)."""
+        return bool(self.take_empty())
 
     @torch.no_grad()
     def mask(self, sim: torch.Tensor, exclude: torch.Tensor | None = None, epoch: float = 0.0) -> torch.Tensor:

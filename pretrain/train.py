@@ -310,9 +310,8 @@ class Trainer:
             torch.compiler.cudagraph_mark_step_begin()  # the last step's graph outputs may be overwritten
         views = self._inputs(views)
         loss, metrics = self.model(views, index.to(self.device), progress)
-        flags = torch.stack([~torch.isfinite(loss.detach()), self.sampler.empty])
+        flags = torch.stack([~torch.isfinite(loss.detach()), self.sampler.take_empty()])
         self._bad = torch.where((self._bad < 0) & flags, self.step + 1, self._bad)  # steps count from 1
-        self.sampler.empty.zero_()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.optimizer.step()

@@ -22,10 +22,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from core import checkpoint, records  # noqa: E402
+from core.devices import pick_device  # noqa: E402
 from evaluate import linear  # noqa: E402
-from pretrain import checkpoint, data, records  # noqa: E402
-from pretrain.devices import pick_device  # noqa: E402
-from pretrain.registry import PROTOCOLS  # noqa: E402
+from evaluate.protocols import PROTOCOLS  # noqa: E402
+from pretrain import data, models  # noqa: E402
 
 
 @dataclass
@@ -76,7 +77,7 @@ def cached_curve(m: Model, views: list[int], device, seed: int = 0, workers: int
     (evaluate.linear.view_features), so the V-view probe's time is the test features' + its first
     V views' + its fit's, each measured. `augment`: the views', `iterations`: L-BFGS's cap (default:
     the cached protocol's)."""
-    net, _ = checkpoint.load_backbone(m.path)
+    net, _ = models.load_backbone(m.path)
     net.to(device)
     protocol = linear.with_epochs(PROTOCOLS["cached"], iterations)
     plain = data.eval_transform(m.size, m.native)
@@ -122,8 +123,8 @@ def main(argv=None) -> None:
     p.add_argument("--ckpt", required=True)
     p.add_argument("--dataset", help="default: the checkpoint's pretraining dataset")
     p.add_argument("--data-root", default="data")
-    p.add_argument("--views", type=int, nargs="+", default=[0, linear.VIEWS],
-                   help=f"cached views per training image to measure (default: 0 {linear.VIEWS})")
+    p.add_argument("--views", type=int, nargs="+", default=[0, 4],
+                   help="cached views per training image to measure (default: 0 4)")
     p.add_argument("--paper-epochs", type=int, default=100)
     p.add_argument("--limit", type=int, default=0, help="at most N training and N test images (0: all)")
     p.add_argument("--workers", type=int, default=2)

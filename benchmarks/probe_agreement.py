@@ -37,9 +37,9 @@ from scipy.stats import kendalltau
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import linear_protocols  # noqa: E402
 
+from core import checkpoint  # noqa: E402
+from core.devices import pick_device  # noqa: E402
 from evaluate import linear  # noqa: E402
-from pretrain import checkpoint  # noqa: E402
-from pretrain.devices import pick_device  # noqa: E402
 
 
 def pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
@@ -138,8 +138,8 @@ def main(argv=None) -> int:
     p.add_argument("--ckpts", nargs="+", help="checkpoints (default: work/mini/runs/*/final.pt)")
     p.add_argument("--dataset", help="default: each checkpoint's pretraining dataset")
     p.add_argument("--data-root", default="data")
-    p.add_argument("--views", type=int, nargs="+", default=[0, linear.VIEWS],
-                   help=f"cached views per training image to compare (default: 0 {linear.VIEWS}; 0: unaugmented)")
+    p.add_argument("--views", type=int, nargs="+", default=[0, 4],
+                   help="cached views per training image to compare (default: 0 4; 0: unaugmented)")
     p.add_argument("--augment", default="pretrain_crop_flip", choices=("pretrain_crop_flip", "pretrain"),
                    help="the cached views' augmentations: the paper protocol's crop and flip (default; what the "
                         "cached probe uses) or all its pretraining augmentations")

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from pretrain import cli
+from core import cli
 
 
 def _train_options(s: argparse.ArgumentParser) -> None:

@@ -1,6 +1,6 @@
 """Checkpoint -> detectron2 weights pickle (MoCo's convert-pretrain-to-detectron2.py, checked).
 
-The source is anything pretrain.checkpoint reads: a ringbench checkpoint, a plain torchvision
+The source is anything core.checkpoint reads: a ringbench checkpoint, a plain torchvision
 ResNet state dict or a MoCo checkpoint. Keys are renamed from torchvision's ResNet to
 detectron2's:
 
@@ -59,8 +59,8 @@ def infer_arch(sd: dict) -> str | None:
 
 def source_backbone(path: str | os.PathLike) -> tuple[dict, dict]:
     """(torchvision-named backbone state dict, provenance) of a supported checkpoint."""
-    from pretrain import checkpoint
-    from pretrain.records import sha256
+    from core import checkpoint
+    from core.records import sha256
 
     try:
         payload = checkpoint.read(path)
@@ -111,7 +111,7 @@ def convert(sd: dict, expect: str = "resnet50", source: str = "checkpoint") -> t
 
 def write(obj: dict, out: str | os.PathLike) -> Path:
     """Pickle `obj` atomically (temporary file, fsync, rename)."""
-    from pretrain.files import atomic_write
+    from core.files import atomic_write
     return atomic_write(out, lambda f: pickle.dump(obj, f))
 
 

@@ -1,10 +1,10 @@
 """The one error type of the detection harness.
 
-A UserError (pretrain.errors imports nothing) so that converting weights and writing the
+A UserError (core.errors imports nothing) so that converting weights and writing the
 tiny dataset never import detectron2; the CLI prints it as one line and exits with status 2,
 writing no record.
 """
-from pretrain.errors import UserError
+from core.errors import UserError
 
 
 class DetectionError(UserError):

@@ -18,9 +18,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from core.cli import check_run_name
 from detection import convert, tiny_coco, train
 from detection.errors import UnsupportedBackbone
-from pretrain.cli import check_run_name
 
 TASKS = ("coco_mask_fpn", "coco_kp_fpn")
 MAX_ITER = 50

@@ -307,7 +307,8 @@ def _record(opts: dict, results, iterations, cfg, norm_warning) -> None:
     import yaml
     from detectron2.utils import comm
 
-    from pretrain import records
+    from core import records
+    from pretrain.registry import names
 
     if not comm.is_main_process():
         return
@@ -320,7 +321,7 @@ def _record(opts: dict, results, iterations, cfg, norm_warning) -> None:
     setting = (f"{TASKS[opts['task']].config}, {done} at batch {cfg.SOLVER.IMS_PER_BATCH}, base lr "
                f"{cfg.SOLVER.BASE_LR:g}, backbone norm {cfg.MODEL.RESNETS.NORM}, on {opts['dataset_name']}")
     rec = records.make(
-        opts["run"], "detection", opts["task"], opts["dataset_name"], metrics, pre, checkpoint=opts["weights"],
+        opts["run"], "detection", opts["task"], opts["dataset_name"], metrics, pre, **names(pre), checkpoint=opts["weights"],
         seed=cfg.SEED, wall_s=time.time() - opts["start"], arch=opts["arch"], norm=cfg.MODEL.RESNETS.NORM,
         norm_warning=norm_warning, world_size=comm.get_world_size(), device=cfg.MODEL.DEVICE,
         eval_only=opts["eval_only"], iterations=iterations, max_iter=cfg.SOLVER.MAX_ITER, setting=setting,
@@ -365,7 +366,7 @@ def run(args) -> Path:
     root = args.dataset_root or ("data/voc" if args.task == "voc_c4" else "data/coco")
     sets = dataset_files(args.task, root, args.eval_only)
     info = weights.get("ringbench") or {}
-    from pretrain.cli import check_run_name
+    from core.cli import check_run_name
     run_name = check_run_name(args.run or (info.get("config") or {}).get("name") or Path(args.weights).stem, "--run")
     opts = {
         "task": args.task, "weights": str(args.weights), "arch": arch, "depth": convert.ARCH_DEPTH[arch],
@@ -382,7 +383,7 @@ def run(args) -> Path:
     launch(worker, num_gpus, args.num_machines, args.machine_rank, args.dist_url, args=(opts,))
     if args.machine_rank != 0:  # rank 0, on machine 0, writes the record
         return None
-    from pretrain import records
+    from core import records
 
     path = records.path_for(args.results, {"run": run_name, "stage": "detection", "task": args.task})
     if not path.is_file() or path.stat().st_mtime < start:

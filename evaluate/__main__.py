@@ -10,8 +10,9 @@ import sys
 import time
 from pathlib import Path
 
-from pretrain import cli
-from pretrain.registry import DATASETS, PROTOCOLS
+from core import cli
+from evaluate.protocols import PROTOCOLS
+from pretrain.registry import DATASETS, names
 
 
 def _parser() -> cli.Parser:
@@ -50,9 +51,10 @@ def run(args) -> Path:
 def _run(args, held: contextlib.ExitStack) -> Path:
     from torch.utils.data import DataLoader
 
+    from core import checkpoint, records, rundir
+    from core.devices import pick_device
     from evaluate import linear
-    from pretrain import checkpoint, data, distributed, records, rundir
-    from pretrain.devices import pick_device
+    from pretrain import data, distributed, models
     from pretrain.knn import features, knn_predict, topk_accuracy
 
     start = time.time()
@@ -66,7 +68,7 @@ def _run(args, held: contextlib.ExitStack) -> Path:
     device = distributed.init(args.device) or device
     if not distributed.is_main() and (args.task == "knn" or args.protocol == "cached"):
         return None  # one pass over cached features: rank 0 does it alone
-    net, info = checkpoint.load_backbone(args.ckpt, args.arch)
+    net, info = models.load_backbone(args.ckpt, args.arch)
     cfg = info["config"] or {}
     pre = cfg.get("data", {})
     name = args.dataset or pre.get("dataset")
@@ -136,7 +138,7 @@ def _run(args, held: contextlib.ExitStack) -> Path:
         extra["evaluation"], extra["setting"] = f"linear_{protocol.name}", extra["protocol"]["setting"]
     rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
                        wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],
-                       image_size=size, **extra)
+                       image_size=size, **names(cfg), **extra)
     path = records.write(rec, results)
     print(f"[evaluate] {task} {run_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
     return path

@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from pretrain import cli
+from core import cli
 
 
 def _parser() -> cli.Parser:
@@ -83,14 +83,16 @@ def _parser() -> cli.Parser:
 def _evaluate(args) -> list[Path]:
     import torch
 
+    from core import records
+    from core.devices import pick_device
     from metadataset import contamination, heads, protocols
     from metadataset import features as md_features
     from metadataset import records as md_records
     from metadataset.episodes import EpisodeConfig
     from metadataset.errors import MetaDatasetError
     from metadataset.features import FeatureCache
-    from pretrain import checkpoint, records
-    from pretrain.devices import pick_device
+    from pretrain import models
+    from pretrain.registry import names
 
     start = time.time()
     results = cli.writable_dir(args.results, "--results")
@@ -124,7 +126,7 @@ def _evaluate(args) -> list[Path]:
     else:
         for s in sources:
             s.check_files(range(s.spec.num_classes))
-    net, info = checkpoint.load_backbone(args.ckpt, args.arch)
+    net, info = models.load_backbone(args.ckpt, args.arch)
     cfg = info["config"] or {}
     if args.preprocessing == "official":
         size = args.image_size or 84
@@ -159,7 +161,7 @@ def _evaluate(args) -> list[Path]:
                         "classes": "all (train+valid+test)",
                         "split": "seeded stratified per class", "test_fraction": args.test_fraction,
                         "max_per_class": args.max_per_class, "features": "pooled, unnormalised, no augmentation",
-                        "classifier": "multinomial logistic regression, L-BFGS (evaluate.linear.fit_cached)",
+                        "classifier": "multinomial logistic regression, L-BFGS (core.logreg.fit_cached)",
                         "weight_decay": args.weight_decay, "max_iter": args.max_iter,
                         "official_sampling": False, "official_preprocessing": preprocessing["official"],
                         "preprocessing": preprocessing,
@@ -201,7 +203,7 @@ def _evaluate(args) -> list[Path]:
     for task, dataset, metrics, protocol, why, wall in pending:
         rec = records.make(run_name, "metadataset", task, dataset, metrics, cfg, wall_s=wall, protocol=protocol,
                            setting=protocol["setting"], contaminated=why,
-                           records_dir=str(Path(data).resolve()), data_format=data_format, **common)
+                           records_dir=str(Path(data).resolve()), data_format=data_format, **names(cfg), **common)
         paths.append(records.write(rec, results))
     print(f"[metadataset] {len(paths)} records -> {Path(args.results) / run_name / 'metadataset'} "
           f"({time.time() - start:.1f} s)")

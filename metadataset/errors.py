@@ -1,10 +1,10 @@
 """The one error type of the Meta-Dataset harness.
 
-A UserError (pretrain.errors imports nothing), not pretrain.data.DataError, so that reading
+A UserError (core.errors imports nothing), not pretrain.data.DataError, so that reading
 and converting records never has to import torch; the CLI reports it like the other
 harnesses report theirs.
 """
-from pretrain.errors import UserError
+from core.errors import UserError
 
 
 class MetaDatasetError(UserError):

@@ -6,7 +6,7 @@ Both work on L2-normalised features, so that the feature scale of a backbone doe
   centroid of a class is the mean of its normalised support features; a query goes to the
   class whose centroid is nearest in squared Euclidean distance (not cosine: the centroid is
   left unnormalised, as ProtoNets do).
-- logreg: multinomial logistic regression fitted with evaluate.linear.fit_cached (L-BFGS on
+- logreg: multinomial logistic regression fitted with core.logreg.fit_cached (L-BFGS on
   standardised features, mean cross-entropy + wd/2 ||W||^2) with wd = 1/|S|, i.e. the
   objective of scikit-learn's LogisticRegression default C = 1 divided by |S|.
 """
@@ -27,7 +27,7 @@ def prototype(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tenso
 
 
 def logreg(support: torch.Tensor, support_y: torch.Tensor, query: torch.Tensor, ways: int) -> torch.Tensor:
-    from evaluate.linear import fit_cached
+    from core.logreg import fit_cached
     s, q = F.normalize(support, dim=1), F.normalize(query, dim=1)
     with torch.enable_grad():
         layer = fit_cached(s, support_y, ways, weight_decay=1.0 / len(s), max_iter=LOGREG_MAX_ITER)

@@ -5,7 +5,7 @@ A ("linear"): a per-domain linear probe, a fast proxy for the Ring paper's trans
    its classes (train, valid and test alike: the backbone never saw any of them), a seeded
    stratified split of each class's images into train / test, a multinomial logistic
    regression on cached, unaugmented, unnormalised frozen features fitted with
-   evaluate.linear.fit_cached (L-BFGS), top-1 on the test images.
+   core.logreg.fit_cached (L-BFGS), top-1 on the test images.
 B ("episodic"): Meta-Dataset's evaluation. Test-split classes only, 600 episodes
    sampled as metadataset.episodes describes (all drawn first; then only their images are
    embedded, metadataset.features), a prototype or logistic-regression head
@@ -40,7 +40,7 @@ def stratified_split(labels: np.ndarray, test_fraction: float, rng) -> tuple[np.
 def linear(cache: FeatureCache, source: Source, seed: int = 0, test_fraction: float = 0.2, per_class: int = 0,
            weight_decay: float = 1e-5, max_iter: int = 300) -> dict:
     """Protocol A on one source: {"top1": %} plus the counts that went into it."""
-    from evaluate.linear import fit_cached
+    from core.logreg import fit_cached
     if not 0 < test_fraction < 1:
         raise MetaDatasetError(f"--test-fraction must be in (0, 1), got {test_fraction}")
     class_ids = range(source.spec.num_classes)

@@ -6,8 +6,8 @@ import contextlib
 import os
 import sys
 
-from pretrain import cli
-from pretrain.errors import UserError
+from core import cli
+from core.errors import UserError
 
 
 def parser() -> cli.Parser:
@@ -32,7 +32,7 @@ def _where_to_resume(out) -> str:
     """'; the last checkpoint runs/r/checkpoints/ckpt_step40.pt is intact: ...' for the one-line fault."""
     if out is None:
         return "; nothing was written"
-    from pretrain import checkpoint
+    from core import checkpoint
     good = checkpoint.latest(out / "checkpoints") if (out / "checkpoints").is_dir() else []
     if not good:
         return f"; no checkpoint of {out.name} was written: start it again with --overwrite"
@@ -57,7 +57,7 @@ def main(argv=None) -> int:
         # every check that can fail runs before any data is read or any model built
         out = cli.writable_dir(args.out, "--out") / cfg.name
         results = cli.writable_dir(args.results, "--results")
-        from pretrain import rundir
+        from core import rundir
         rank0 = int(os.environ.get("RANK", "0")) == 0
         # rank 0 holds the run's lock for the whole run (its ranks share one run by design)
         hold = rundir.locked(rundir.lock_path(out), f"run folder {out}") if rank0 else contextlib.nullcontext()

@@ -20,9 +20,10 @@ import yaml
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from pretrain.errors import UserError
+from core.errors import UserError
+from core.registry import Registry
 from pretrain.negatives import SCHEDULES
-from pretrain.registry import DATASETS, METHODS, SAMPLERS, STRATEGIES, Registry
+from pretrain.registry import DATASETS, METHODS, SAMPLERS, STRATEGIES
 from pretrain.settings import at_least, fraction, out_of_range, positive
 
 
@@ -372,7 +373,7 @@ def validate(cfg: Config, source: str = "config", sources: dict | None = None) -
     if cfg.method.name == "moco" and moco.queue_size < cfg.optim.batch_size:
         raise ConfigError(f"{where('method.moco.queue_size')}: key 'method.moco.queue_size' = {moco.queue_size}, "
                           f"expected >= optim.batch_size ({cfg.optim.batch_size}): each step pushes a whole batch")
-    from pretrain.cli import check_run_name
+    from core.cli import check_run_name
     try:
         check_run_name(cfg.name, "name")
     except UserError as exc:

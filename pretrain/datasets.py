@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from pretrain.errors import UserError
+from core.errors import UserError
 from pretrain.registry import DATASETS
 
 

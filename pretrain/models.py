@@ -2,12 +2,14 @@
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 import torchvision
 
+from core import checkpoint
 from pretrain import color
 
 FEATURE_DIMS = {"resnet18": 512, "resnet50": 2048}  # pooled feature sizes
@@ -126,3 +128,21 @@ class Encoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(self.head(self.features(x)), dim=1)
+
+
+def load_backbone(path: str | os.PathLike, arch: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """A frozen-ready backbone with every key of the checkpoint loaded strictly.
+
+    Returns (backbone, info) with info = {arch, cifar_stem, kind, config}. Refuses a
+    checkpoint whose architecture differs from `arch` when one is requested."""
+    payload = checkpoint.read(path)
+    sd, found, cifar_stem, kind = checkpoint.backbone_state(payload, str(path))
+    if arch is not None and arch != found:
+        raise checkpoint.CheckpointError(f"{path}: checkpoint holds a {found} backbone, but {arch} was requested")
+    net = backbone(found, cifar_stem)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        detail = " ".join(str(exc).split())[:300]
+        raise checkpoint.CheckpointError(f"{path}: backbone does not match torchvision {found} ({detail})") from None
+    return net, {"arch": found, "cifar_stem": cifar_stem, "kind": kind, "config": payload.get("config")}

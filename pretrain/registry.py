@@ -1,65 +1,28 @@
-"""The one list of names. Each method, negative sampler, dataset and evaluation protocol
-registers itself with one decorator (or one call, for a protocol's settings) in its own
-file, as detectron2's registries do; config choices, the report's method order and labels,
-the tests' parametrisations and the benchmarks' choices are all read from here.
+"""Pretraining's registries: methods, negative samplers, negative strategies and datasets (the
+class is core.registry.Registry; the evaluation protocols are evaluate/protocols.py's).
 
-A registry imports the modules that fill it (`source`) the first time it is read, so a
-reader never sees a half-filled list and this module itself imports nothing heavy."""
+`names(config)` is what a results record says about these names, so that the report, which
+imports no stage, can label and order what it reads (docs/design.md §1)."""
 from __future__ import annotations
 
-import importlib
-
-
-class Registry:
-    def __init__(self, kind: str, source: str):
-        self.kind, self.source = kind, source
-        self._entries: dict[str, tuple[object, dict]] = {}
-        self._loaded = False
-
-    def register(self, name: str, obj=None, **meta):
-        """`@REGISTRY.register("name", label=..., order=...)` on a class or function, or
-        `REGISTRY.register("name", obj)` for a plain object."""
-        def add(o):
-            if name in self._entries and self._entries[name][0] is not o:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
-            self._entries[name] = (o, meta)
-            return o
-        return add if obj is None else add(obj)
-
-    def _load(self) -> None:
-        if not self._loaded:
-            self._loaded = True
-            importlib.import_module(self.source)
-
-    def __getitem__(self, name: str):
-        self._load()
-        if name not in self._entries:
-            raise KeyError(f"unknown {self.kind} {name!r}, expected one of {', '.join(self.names())}")
-        return self._entries[name][0]
-
-    def __contains__(self, name) -> bool:
-        self._load()
-        return name in self._entries
-
-    def meta(self, name: str) -> dict:
-        self[name]  # noqa: B018 - the same error for an unknown name
-        return self._entries[name][1]
-
-    def label(self, name: str) -> str:
-        return self.meta(name).get("label", name) if name in self else name
-
-    def names(self) -> tuple[str, ...]:
-        """Every registered name: by `order` where given, else in registration order."""
-        self._load()
-        keys = list(self._entries)
-        return tuple(sorted(keys, key=lambda n: (self._entries[n][1].get("order", float("inf")), keys.index(n))))
-
-    def items(self):
-        return [(n, self[n]) for n in self.names()]
-
+from core import records
+from core.registry import Registry
 
 METHODS = Registry("method", "pretrain.methods")
 SAMPLERS = Registry("negative sampler", "pretrain.negatives")
 DATASETS = Registry("dataset", "pretrain.datasets")
-PROTOCOLS = Registry("linear-evaluation protocol", "evaluate.protocols")
 STRATEGIES = Registry("negative strategy", "pretrain.strategies")
+
+
+def names(config: dict | None) -> dict:
+    """The record fields the registries answer for a run's pretraining config: the method's own
+    baseline sampler, and `labels` (the method's label and place in the report's order, a label
+    for each part of the negatives' name). Empty for a foreign checkpoint."""
+    prov = records.provenance(config)
+    method, negatives = prov["method"], prov["negatives"]
+    if method not in METHODS:
+        return {}
+    parts = {p: (SAMPLERS if p in SAMPLERS else STRATEGIES).label(p) for p in (negatives or "").split("+") if p}
+    return {"baseline_sampler": METHODS[method].baseline_sampler,
+            "labels": {"method": METHODS.label(method), "method_order": METHODS.meta(method).get("order"),
+                       "negatives": parts}}

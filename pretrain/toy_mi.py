@@ -31,8 +31,8 @@ from pathlib import Path
 
 import torch
 
-from pretrain import cli
-from pretrain.errors import UserError
+from core import cli
+from core.errors import UserError
 from pretrain.negatives import NegativeSampler
 
 # ring outer fractions; inner fixed (official semantics). 1.0 is the anneal start: the band is
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     rows = run(a.dim, a.rho, a.anchors, a.pool, a.k, a.repeats, a.widths, a.inner, a.seed)
     fig = Path(a.out) / "toy_mi.png"
     figure(rows, fig)
-    from pretrain import records
+    from core import records
     metrics = {"true_mi": rows[0]["true_mi"]}
     for r in rows:
         metrics.update({f"{r['estimator']}/{key}": r[key] for key in ("mean", "bias", "std", "std_negatives", "harder")})

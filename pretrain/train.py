@@ -17,15 +17,17 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pretrain import checkpoint as ckpt
+from core import checkpoint as ckpt
+from core import records
+from core.devices import pick_device
 from pretrain import config as config_mod
-from pretrain import data, device_decode, distributed, methods, negatives, records
+from pretrain import data, device_decode, distributed, methods, negatives
 from pretrain.device_augment import DeviceAugment
-from pretrain.devices import pick_device
 from pretrain.knn import features, knn_predict, topk_accuracy
 from pretrain.livelog import LiveLog
 from pretrain.models import Encoder
 from pretrain.negatives import NegativeSampler
+from pretrain.registry import names
 
 # keys that may differ between a checkpoint and the command that resumes it
 RESUMABLE_CHANGES = ("optim.epochs", "train.log_every", "train.ckpt_every", "train.keep_last",
@@ -414,8 +416,9 @@ class Trainer:
                 metrics.update({f"knn_{k}": v for k, v in self.knn.items()})
             if self.false_negatives is not None:  # the last epoch's
                 metrics["false_negatives"] = self.false_negatives
+            resolved = config_mod.to_dict(self.cfg)
             rec = records.make(self.cfg.name, "pretrain", "pretrain", self.cfg.data.dataset, metrics,
-                               config_mod.to_dict(self.cfg), checkpoint=final, seed=self.cfg.train.seed,
+                               resolved, **names(resolved), checkpoint=final, seed=self.cfg.train.seed,
                                wall_s=stats["wall_s"], log=str(self.log_path),
                                log_absolute=str(self.log_path.resolve()), world_size=self.world,
                                trained_images=sum(self.trained_classes.values()), trained_classes=self.trained_classes,

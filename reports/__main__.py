@@ -8,8 +8,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from pretrain import cli
-from pretrain.errors import UserError
+from core import cli
+from core.errors import UserError
 
 
 def main(argv=None) -> int:

@@ -17,7 +17,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from pretrain.files import atomic_write  # noqa: E402
+from core.anneal import SCHEDULES  # noqa: E402
+from core.anneal import anneal as outer_at  # noqa: E402
+from core.files import atomic_write  # noqa: E402
 from reports import tables  # noqa: E402
 from reports.frames import number  # noqa: E402
 
@@ -262,8 +264,6 @@ def anneal(pre: pd.DataFrame, logs: pd.DataFrame, path: Path) -> Path | None:
     """The ring's outer fraction over training under every schedule of pretrain.negatives, with
     the settings of the first annealed ring run (else illustrative ones), and the values the
     ring/ball runs actually logged per step as points."""
-    from pretrain.negatives import SCHEDULES
-    from pretrain.negatives import anneal as outer_at
 
     p, source = dict(ILLUSTRATIVE_ANNEAL), "illustrative settings"
     for _, r in pre.iterrows():

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pretrain import records
-from pretrain.records import ReportWarning
+from core import records
+from core.records import ReportWarning
 
 IDENTITY = ["run", "model_id", "pair_id", "model_config", "method", "negatives", "negatives_setting", "baseline",
             "seed", "stale", "wall_s", "peak_rss_mb", "peak_cuda_mb", "ring_outer", "ring_anneal",

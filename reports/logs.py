@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pretrain.records import ReportWarning
+from core.records import ReportWarning
 
 COLUMNS = ["run", "step", "epoch", "loss", "knn_top1", "outer", "step_line"]  # step_line: not an epoch line
 

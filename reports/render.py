@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pretrain.files import atomic_write
+from core.files import atomic_write
 
 DASH = "—"  # a missing value
 # Unicode in the cells -> LaTeX that compiles with pdflatex too

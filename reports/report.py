@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pretrain import records
-from pretrain.files import atomic_write
-from pretrain.records import ReportWarning
+from core import records
+from core.files import atomic_write
+from core.records import ReportWarning
 from reports import figures, frames, logs, render, tables
 
 MAIN_NOTE = ("One row per method, dataset, evaluation and sampler that is not the method's own: `baseline "
@@ -24,8 +24,8 @@ MAIN_NOTE = ("One row per method, dataset, evaluation and sampler that is not th
              "each anchor's negatives that carry its own label in the last pretraining epoch (mean over "
              "seeds), the mechanism behind a negative Δ. `eval` names the evaluation and the settings that "
              "change its result (`linear_paper_e100`: the official Ring code's linear probe, 100 epochs; "
-             "`linear_cached_i300_v4`: a fast proxy, not a published protocol: L-BFGS on cached features of 4 "
-             "augmented views of each training image (`_v0` or no `_v`: unaugmented), whose agreement with the "
+             "`linear_cached_i300`: a fast proxy, not a published protocol: L-BFGS on cached features of the "
+             "unaugmented training images (`_vV`: of V augmented views of each), whose agreement with the "
              "paper protocol docs/design.md §5.1 gives; "
              "`knn_k200_t0.07`).")
 MAIN_COLUMNS = ["method", "dataset", "eval", "baseline negatives", "model", "baseline", "with the sampler",
@@ -75,6 +75,7 @@ def main_table(evals: pd.DataFrame, metric: str, pre: pd.DataFrame) -> tables.Ta
 
 def compose(results: Path, out: Path) -> Report:
     recs = frames.latest(records.load_all(results))  # a copied or rerun record counts once
+    tables.learn_names(recs)  # the labels the records carry
     evals, pre = frames.evaluations(recs), tables.with_variants(frames.pretraining(recs), ["dataset"])
     md, det, toy = frames.metadataset(recs), frames.detection(recs), frames.toy_mi(recs)
     runs_logs = logs.training_logs(pre, results)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pretrain.errors import UserError
-from pretrain.registry import METHODS, SAMPLERS, STRATEGIES
+from core.errors import UserError
+from core.names import SHIPPED_STRATEGIES, Names
 from reports import frames, stats
 from reports.frames import evaluations  # noqa: F401  (kept importable from here)
 from reports.render import DASH
@@ -25,11 +25,27 @@ BASELINE = "uniform"  # the default baseline sampler; records name each method's
 PAPER_DATASETS = ("cifar10", "cifar100", "stl10", "imagenet")  # the paper's column order
 DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-10", "imagenet": "ImageNet",
                  "imagenet100": "ImageNet-100"}
-METHOD_NAMES = {name: METHODS.label(name) for name in METHODS.names()}  # the registry's order and labels
-SAMPLER_NAMES = {name: SAMPLERS.label(name) for name in SAMPLERS.names()}
-SAMPLER_NAMES.update({name: STRATEGIES.label(name) for name in STRATEGIES.names()})
-# Ring first (the comparison), the other samplers, then the strategies (DCL, HCL)
-SAMPLER_ORDER = ("ring", *(n for n in SAMPLERS.names() if n != "ring"), *STRATEGIES.names())
+# Labels and order of methods and negatives: the shipped ones, then those the records carry
+# (learn_names; the report imports no stage, core/names.py)
+METHOD_NAMES: dict[str, str] = {}
+SAMPLER_NAMES: dict[str, str] = {}
+SAMPLER_ORDER: tuple[str, ...] = ()
+
+
+def learn_names(recs: list[dict] = ()) -> None:
+    """Set METHOD_NAMES (in the registries' order), SAMPLER_NAMES and SAMPLER_ORDER (Ring first,
+    the comparison; the other samplers; then the strategies) from the shipped names and `recs`."""
+    global SAMPLER_ORDER
+    names = Names().learn(list(recs))
+    METHOD_NAMES.clear()
+    METHOD_NAMES.update(names.methods)
+    SAMPLER_NAMES.clear()
+    SAMPLER_NAMES.update(names.negatives)
+    samplers = [n for n in names.negatives if n not in SHIPPED_STRATEGIES]
+    SAMPLER_ORDER = ("ring", *(n for n in samplers if n != "ring"), *SHIPPED_STRATEGIES)
+
+
+learn_names()
 EVAL_ORDER = ("linear_paper", "linear_moco", "linear_cached", "knn")
 EVAL_TITLES = {"linear_paper": "Linear probe with the official Ring code's settings",
                "linear_moco": "Linear probe with MoCo's settings",
@@ -92,8 +108,14 @@ def model_labels(df: pd.DataFrame) -> list[str]:
 
 # The keys a row label already shows through the sampler and its setting (frames.negatives_setting).
 SAMPLER_KEYS = ("negatives.sampler", "negatives.outer", "negatives.inner", "negatives.anneal.schedule",
-                "negatives.anneal.epochs", "negatives.neighbor_views", "negatives.objective",
-                *(f"negatives.{name}." for name in STRATEGIES.names()))  # (a strategy's settings: a prefix)
+                "negatives.anneal.epochs", "negatives.neighbor_views", "negatives.objective")
+
+
+def shown_by_sampler(key: str) -> bool:
+    """A key the row label shows: SAMPLER_KEYS, and the run's strategy's settings (the one section
+    under negatives other than anneal that an identity keeps: negatives.hcl.beta, ...)."""
+    part = key.split(".")
+    return key in SAMPLER_KEYS or (len(part) > 2 and part[0] == "negatives" and part[1] != "anneal")
 KEY_NAMES = {"method.moco.queue_size": "queue", "optim.epochs": "epochs", "optim.batch_size": "batch",
              "optim.lr": "lr", "data.image_size": "image size", "data.limit": "images", "negatives.num": "K",
              "method.temperature": "t", "model.arch": "", "data.dataset": "pretrained on"}
@@ -127,7 +149,7 @@ def with_variants(df: pd.DataFrame, scope: list[str]) -> pd.DataFrame:
     varying: dict[str, set] = {}
     for (method, *_), g in df.groupby(["method", *scope], sort=False):
         models = [configs[i] for i in g["model_id"].unique()]
-        keys = {k for k in set().union(*models) if not k.startswith(SAMPLER_KEYS)}
+        keys = {k for k in set().union(*models) if not shown_by_sampler(k)}
         varying.setdefault(method, set()).update(
             k for k in keys if len({json.dumps(m.get(k), sort_keys=True, default=str) for m in models}) > 1)
     label = {i: ", ".join(describe(k, configs[i].get(k)) for k in sorted(varying.get(m, ())))

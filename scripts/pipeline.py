@@ -27,8 +27,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from pretrain import cli  # noqa: E402
-from pretrain.errors import UserError  # noqa: E402
+from core import cli  # noqa: E402
+from core.errors import UserError  # noqa: E402
 
 # The sweep of docs/design.md §9: ring width, with and without linear annealing, and the
 # official code's neighbour views at the default width

@@ -71,7 +71,7 @@ def test_a_second_run_into_the_same_folder_is_refused_or_starts_clean(tmp_path, 
     assert max(steps) == 2  # one epoch of 2 steps: nothing of the first run's log
     moved = list((tmp_path / "runs/.replaced").glob("r-*")) + list((tmp_path / "results/.replaced").glob("r-*"))
     assert len(moved) == 2 and all((m / "pretrain/pretrain.json").exists() or (m / "final.pt").exists() for m in moved)
-    from pretrain import records
+    from core import records
     assert [r["config"]["train"]["seed"] for r in records.load_all(tmp_path / "results")] == [5]  # moved-aside skipped
 
 
@@ -240,7 +240,7 @@ def test_other_settings_add_records_and_the_report_keeps_them_apart(tmp_path, ca
     assert evaluate_main(["linear", "--protocol", "cached", "--epochs", "9", *common]) == 0
     names = sorted(p.name for p in (tmp_path / "res/tiny/evaluate").iterdir())
     assert names == ["knn_k5_t0.07_photo_patches.json", "knn_k7_t0.07_photo_patches.json",
-                     "linear_cached_i5_v4_photo_patches.json", "linear_cached_i9_v4_photo_patches.json"]
+                     "linear_cached_i5_photo_patches.json", "linear_cached_i9_photo_patches.json"]
     bad = json.loads((tmp_path / "res/tiny/evaluate/knn_k7_t0.07_photo_patches.json").read_text())
     bad["task"], bad["metrics"]["top1"] = "knn_k9_t0.07_photo_patches", "n/a"
     (tmp_path / "res/tiny/evaluate/knn_k9_t0.07_photo_patches.json").write_text(json.dumps(bad))
@@ -257,8 +257,8 @@ def test_other_settings_add_records_and_the_report_keeps_them_apart(tmp_path, ca
     assert "knn_k9_t0.07_photo_patches.json" in err and "metrics.top1 is not a number ('n/a')" in err
     tables = sorted(p.name for p in (out / "tables").glob("*.md"))
     assert "stale_table.md" not in tables and not (out / "figures" / "stale.png").exists()
-    assert {"knn_k5_t0.07_top1.md", "knn_k7_t0.07_top1.md", "linear_cached_i5_v4_top1.md",
-            "linear_cached_i9_v4_top1.md"} <= set(tables)
+    assert {"knn_k5_t0.07_top1.md", "knn_k7_t0.07_top1.md", "linear_cached_i5_top1.md",
+            "linear_cached_i9_top1.md"} <= set(tables)
     report = (out / "report.md").read_text()
     assert "weighted kNN, k=5, t=0.07" in report and "weighted kNN, k=7, t=0.07" in report
 

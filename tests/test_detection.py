@@ -12,9 +12,10 @@ import pytest
 import torch
 import torchvision
 
+from core import checkpoint
 from detection import convert, tiny_coco, train
 from detection.__main__ import main
-from pretrain import checkpoint, models
+from pretrain import models
 
 ROOT = Path(__file__).parent.parent
 
@@ -263,7 +264,7 @@ def test_voc_ground_truth_as_predictions_gives_ap_100_through_pascal_voc_evaluat
 @pytest.mark.slow
 def test_mini_trains_and_evaluates_both_tasks_end_to_end_on_cpu(tmp_path, capsys):
     pytest.importorskip("detectron2")
-    from pretrain import records
+    from core import records
     from reports import frames
 
     path, _ = ckpt(tmp_path, "resnet18")

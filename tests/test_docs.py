@@ -18,7 +18,7 @@ def test_every_error_class_the_design_names_exists():
     named = {n for n in re.findall(r"`(\w+Error)`", DESIGN) if not hasattr(builtins, n)}  # (OSError is Python's)
     assert named, "docs/design.md names no error class"
     modules = [importlib.import_module(m) for m in (
-        "pretrain.errors", "pretrain.config", "pretrain.data", "pretrain.checkpoint", "pretrain.train",
+        "core.errors", "pretrain.config", "pretrain.data", "core.checkpoint", "pretrain.train",
         "metadataset.records", "detection.train", "evaluate.linear", "reports.tables")]
     missing = [name for name in named if not any(hasattr(m, name) for m in modules)]
     assert not missing, f"docs/design.md names error classes that do not exist: {missing}"

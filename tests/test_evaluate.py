@@ -5,9 +5,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from evaluate import linear
+from evaluate.protocols import PROTOCOLS
 from pretrain import models
 from pretrain.knn import knn_predict, topk_accuracy
-from pretrain.registry import PROTOCOLS
 
 
 def gaussian_task(n_train=2000, n_test=1000, dim=64, classes=10, seed=0):
@@ -149,7 +149,7 @@ def test_cached_views_are_drawn_once_whatever_else_is_asked():
     ds = tiny_photos()
     torch.manual_seed(0)
     net = models.backbone("resnet18")
-    crop = linear._train_transform(PROTOCOLS["cached"], "moco_v2", 32, 32)
+    crop = linear._train_transform(linear.with_views(PROTOCOLS["cached"], 4), "moco_v2", 32, 32)
     three, y3 = linear.view_features(net, ds, crop, range(3), "cpu", seed=1, workers=0)
     two, y2 = linear.view_features(net, ds, crop, range(2), "cpu", seed=1, workers=0, batch_size=7)
     third, _ = linear.view_features(net, ds, crop, [2], "cpu", seed=1, workers=0, batch_size=5)
@@ -164,7 +164,7 @@ def test_cached_views_are_the_paper_protocols_crop_and_flip():
     """The views' transform is the pretraining crop (scale 0.2-1) and flip, without the colour:
     an image of one colour stays that colour, and a crop of it is the whole image resized."""
     from PIL import Image
-    crop = linear._train_transform(PROTOCOLS["cached"], "moco_v2", 32, 32)
+    crop = linear._train_transform(linear.with_views(PROTOCOLS["cached"], 4), "moco_v2", 32, 32)
     ops = [type(t).__name__ for t in crop.transforms]
     assert ops[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"] and crop.transforms[0].scale == (0.2, 1.0)
     flat = Image.new("RGB", (32, 32), (200, 30, 90))
@@ -196,7 +196,7 @@ def test_views_are_named_in_the_task_and_setting_and_are_not_a_departure():
     assert d["views"] == 4 and d["follows"] == PROTOCOLS["cached"].follows and d["paper_protocol"] is False
     assert "views" not in linear.describe(PROTOCOLS["paper"])
     assert linear.describe(linear.with_epochs(four, 5))["follows"].endswith("with epochs 300 -> 5")
-    assert PROTOCOLS["cached"].views == linear.VIEWS > 0
+    assert PROTOCOLS["cached"].views == linear.VIEWS == 0  # the default, from the measured curve (design.md §5.1)
 
 
 def test_evaluate_cached_writes_the_views_into_the_record(tmp_path, capsys):

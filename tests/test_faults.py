@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pretrain.files import atomic_write
+from core.files import atomic_write
 from tests.test_bad_input import TINY
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -10,7 +10,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pretrain import config, methods, records
+from core import records
+from pretrain import config, methods
 from pretrain.knn import knn_predict
 from pretrain.memory import MemoryBank
 from pretrain.negatives import NegativeSampler

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
+from core import rundir
 from evaluate.__main__ import main as evaluate_main
-from pretrain import rundir
 from tests.test_bad_input import pretrain
 
 
@@ -44,7 +44,7 @@ def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
     holder = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import time
         from pathlib import Path
-        from pretrain import rundir
+        from core import rundir
         with rundir.locked(Path({str(path)!r}), "run"):
             print("held", flush=True)
             time.sleep(60)

@@ -11,6 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
+from core import checkpoint
 from metadataset import convert, example, golden, heads, protocols, tfrecord
 from metadataset import features as metadataset_features
 from metadataset import spec as spec_mod
@@ -29,7 +30,7 @@ from metadataset.episodes import (
 )
 from metadataset.errors import MetaDatasetError
 from metadataset.records import Source
-from pretrain import checkpoint, models
+from pretrain import models
 
 # ---------------------------------------------------------------- format, byte for byte
 
@@ -463,7 +464,7 @@ def test_embedding_the_drawn_images_gives_todays_accuracy_on_the_mini_sources(tm
     """Today's episodes (the old stream, rebuilt here from its rule), embedded the new way:
     only their images, each once. The accuracies are today's, to the last digit."""
     tiny_checkpoint(tmp_path / "c.pt")
-    net, _ = checkpoint.load_backbone(tmp_path / "c.pt")
+    net, _ = models.load_backbone(tmp_path / "c.pt")
     torch.manual_seed(0)
     cache = metadataset_features.FeatureCache(net, 8, "cpu", 256, 0)
     for (head, name, n), today in TODAY.items():

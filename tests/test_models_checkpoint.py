@@ -2,7 +2,8 @@ import pytest
 import torch
 import torchvision
 
-from pretrain import checkpoint, models
+from core import checkpoint
+from pretrain import models
 
 
 def test_resnet50_checkpoint_loads_strictly_into_torchvision(tmp_path):
@@ -60,13 +61,13 @@ def test_truncated_and_missing_checkpoint(tmp_path):
     with pytest.raises(checkpoint.CheckpointError, match="corrupt or truncated"):
         checkpoint.read(path)
     with pytest.raises(checkpoint.CheckpointError, match="checkpoint not found"):
-        checkpoint.load_backbone(tmp_path / "none.pt")
+        models.load_backbone(tmp_path / "none.pt")
 
 
 def test_foreign_formats_and_arch_refusal(tmp_path):
     tv = torchvision.models.resnet18(weights=None)
     torch.save(tv.state_dict(), tmp_path / "tv.pt")
-    net, info = checkpoint.load_backbone(tmp_path / "tv.pt")
+    net, info = models.load_backbone(tmp_path / "tv.pt")
     assert info["kind"] == "torchvision" and info["arch"] == "resnet18"
     assert torch.equal(net.conv1.weight, tv.conv1.weight)
     # MoCo's format: module.encoder_q.* with an MLP head at fc.0 / fc.2
@@ -74,13 +75,13 @@ def test_foreign_formats_and_arch_refusal(tmp_path):
     moco.update({"module.encoder_q.fc.0.weight": torch.zeros(512, 512), "module.encoder_q.fc.2.weight": torch.zeros(128, 512),
                  "module.queue": torch.zeros(128, 10)})
     torch.save({"state_dict": moco, "epoch": 200}, tmp_path / "moco.pth.tar")
-    net, info = checkpoint.load_backbone(tmp_path / "moco.pth.tar")
+    net, info = models.load_backbone(tmp_path / "moco.pth.tar")
     assert info["kind"] == "moco" and torch.equal(net.layer4[1].bn2.weight, tv.layer4[1].bn2.weight)
     with pytest.raises(checkpoint.CheckpointError, match="holds a resnet18 backbone, but resnet50 was requested"):
-        checkpoint.load_backbone(tmp_path / "tv.pt", arch="resnet50")
+        models.load_backbone(tmp_path / "tv.pt", arch="resnet50")
     torch.save({"x": 1}, tmp_path / "junk.pt")
     with pytest.raises(checkpoint.CheckpointError, match="no state dict found"):
-        checkpoint.load_backbone(tmp_path / "junk.pt")
+        models.load_backbone(tmp_path / "junk.pt")
 
 
 def test_lab_conversion_matches_scikit_image():
@@ -97,7 +98,7 @@ def test_cmc_backbone_halves_load_strictly_and_roundtrip(tmp_path):
     assert net.l.conv1.in_channels == 1 and net.ab.conv1.in_channels == 2 and net.l.out_dim == 256
     checkpoint.atomic_save({"format": checkpoint.FORMAT, "version": 1, "arch": "cmc_resnet18", "cifar_stem": False,
                             "backbone": net.state_dict(), "config": None}, tmp_path / "c.pt")
-    loaded, info = checkpoint.load_backbone(tmp_path / "c.pt")
+    loaded, info = models.load_backbone(tmp_path / "c.pt")
     assert info["arch"] == "cmc_resnet18"
     x = torch.rand(2, 3, 32, 32)
     net.eval(), loaded.eval()

@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from scipy.stats import t as student
 
-from pretrain import records
+from core import records
 from reports import frames, stats, tables
 
 NAN = math.nan
@@ -650,3 +650,64 @@ def test_the_long_table_row_by_row_with_the_false_negatives_behind_each_differen
     ids = tables.evaluations(recs).set_index("run")["model_id"]
     assert (ir["model_id"], ir["baseline_id"]) == (ids["r0"], ids["u0"])
     assert tables.ring_vs_baseline(tables.evaluations(recs))["false negatives (baseline → sampler)"].tolist() == ["—"] * 2
+
+
+def test_paired_interval_of_object_columns_equals_that_of_floats():
+    """A metric column of records read from JSON can hold Python ints and floats (object dtype):
+    the interval is that of the same numbers as floats."""
+    a, b = [81, 82.5, 90], [80, 81.0, 88.0]
+    want = stats.paired_interval([81.0, 82.5, 90.0], [80.0, 81.0, 88.0])
+    assert stats.paired_interval(pd.Series(a, dtype=object), pd.Series(b, dtype=object)) == want
+    assert stats.paired_interval(pd.Series(a, dtype=object), b) == want
+    assert stats.paired_interval(a, pd.Series(b, dtype=object)) == want
+
+
+def test_each_bad_evaluation_record_is_left_out_alone_and_each_metric_is_checked():
+    """A record left out (top-1 not a number, top-1 or top-5 outside 0..100, another stage) does
+    not end the reading: the records after it are rows. A record's `evaluation` names its eval."""
+    def rec(run, top1=80.0, top5=95.0, **extra):
+        r = evaluate_rec(run, **extra)
+        r["metrics"] = {"top1": top1, "top5": top5}
+        return r
+
+    other_stage = {**rec("p"), "stage": "pretrain"}
+    recs = [rec("nan", top1="n/a"), rec("a"), rec("top1", top1=157.3), rec("b"), rec("top5", top5=-12.0),
+            rec("c"), other_stage, rec("d", evaluation="linear_moco")]
+    with pytest.warns(frames.ReportWarning) as seen:
+        df = frames.evaluations(recs)
+    assert list(df["run"]) == ["a", "b", "c", "d"]
+    said = " ".join(str(w.message) for w in seen)
+    assert "metrics.top1 = 157.3 is outside 0..100" in said and "metrics.top5 = -12.0 is outside 0..100" in said
+    assert list(df["eval"]) == ["linear_paper", "linear_paper", "linear_paper", "linear_moco"]
+
+
+def test_a_bad_metadataset_record_leaves_the_next_ones_and_old_streams_are_marked():
+    """A record left out (top-1 not a number, or outside 0..100) does not end the reading. A
+    head with an underscore is told from the domain by the known domains; an episodic record is
+    of the old description stream unless it says `official_sampling` or ran fixed episodes."""
+    def ep(run, top1=60.0, **protocol):
+        return md_rec(run, "episodic_fine_tune_cu_birds", "metadataset", {"top1": top1},
+                      protocol={"name": "episodic", **protocol})
+
+    recs = [ep("nan", top1="n/a"), ep("old"), ep("range", top1=101.0), ep("new", official_sampling=True),
+            ep("fixed", mode="fixed")]
+    with pytest.warns(frames.ReportWarning):
+        df = frames.metadataset(recs).set_index("run")
+    assert list(df.index) == ["old", "new", "fixed"]
+    assert list(df["head"]) == ["fine_tune"] * 3 and list(df["domain"]) == ["cu_birds"] * 3
+    assert list(df["old_stream"]) == [True, False, False]
+
+
+def test_an_unreadable_toy_estimate_leaves_the_next_ones_and_no_record_keeps_the_columns():
+    rec = toy_rec("a", {"true_mi": 1.0}, [{"estimator": "cnce@x", "mean": 0.5},  # no width: left out
+                                          {"estimator": "nce", "mean": 0.9}, {"estimator": "cnce@0.1", "mean": 0.95}])
+    df = frames.toy_mi([rec])
+    assert list(df["estimator"]) == ["nce", "cnce@0.1"] and list(df["outer"]) == [1.0, 0.1]
+    assert list(frames.toy_mi([]).columns) == list(df.columns) == frames.IDENTITY + [
+        "true_mi", "estimator", "outer", "inner", "mean", "std", "bias", "std_negatives", "harder"]
+
+
+def test_a_strategy_setting_without_a_symbol_is_named_by_its_key():
+    """A strategy registered later, with settings of its own names, is described all the same."""
+    neg = {"sampler": "uniform", "objective": "new", "new": {"gamma": 0.5, "beta": 2.0}}
+    assert frames.negatives_setting(neg) == "gamma 0.5, β 2"

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from pretrain import records
+from core import records
 from reports import frames, tables
 from reports.__main__ import main as reports_main
 

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 
-from pretrain import records
+from core import records
 from reports import figures, frames, logs, render, tables
 from reports.__main__ import main as reports_main
 
@@ -135,18 +135,18 @@ def test_figures_need_data_and_never_draw_empty(tmp_path):
 
 
 def test_anneal_figure_draws_every_schedule(tmp_path, monkeypatch):
-    import pretrain.negatives as negatives
-    seen, real = set(), negatives.anneal
+    from core import anneal
+    seen, real = set(), anneal.anneal
 
     def spy(schedule, *args, **kwargs):
         seen.add(schedule)
         return real(schedule, *args, **kwargs)
 
-    monkeypatch.setattr(negatives, "anneal", spy)
+    monkeypatch.setattr(figures, "outer_at", spy)
     pre = frames.pretraining([pretrain_record(tmp_path, "r", "ir", "ring", "log.jsonl")])
     log = logs.read(write_log(tmp_path / "log.jsonl", ring=True), "r").assign(negatives="ring")
     path = figures.anneal(pre, log, tmp_path / "anneal.png")
-    assert seen == set(negatives.SCHEDULES)
+    assert seen == set(anneal.SCHEDULES)
     assert path.read_bytes()[:8] == PNG
 
 

@@ -147,7 +147,7 @@ def test_la_baseline_background_is_its_nearest_rows(monkeypatch):
 
 def test_each_method_names_its_baseline_and_records_carry_it():
     """What Ring is compared against: uniform negatives, except LA's own nearest-row ball."""
-    from pretrain import records
+    from core import records
     assert {n: m.baseline_sampler for n, m in methods.METHODS.items()} == {
         "ir": "uniform", "moco": "uniform", "simclr": "uniform", "cmc": "uniform", "la": "ball"}
     prov = records.provenance(config.to_dict(config.load(None, ["method.name=la", "negatives.sampler=ring"])))

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from pretrain import config, methods, records
+from core import records
+from pretrain import config, methods
 from pretrain.negatives import NegativeSampler
 from pretrain.objectives import debiased_nce, info_nce
 from reports import tables

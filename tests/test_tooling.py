@@ -16,7 +16,7 @@ def test_the_code_passes_its_ruff_configuration():
 
 
 def test_ringbench_command_runs_every_stage(tmp_path, capsys):
-    from pretrain.cli import STAGES, ringbench
+    from core.cli import STAGES, ringbench
     assert ringbench(["--help"]) == 0 and "ringbench {pretrain,evaluate" in capsys.readouterr().out
     assert ringbench(["train"]) == 2 and "unknown stage 'train'" in capsys.readouterr().err
     assert ringbench(["report", "--results", str(tmp_path / "none")]) == 2  # the stage's own command line
@@ -29,14 +29,14 @@ def test_ringbench_command_runs_every_stage(tmp_path, capsys):
     if script is not None:  # and the installed script, where it is installed
         out = subprocess.run([script, "report", "--help"], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0 and "usage:" in out.stdout, out.stderr[-500:]
-    assert "ringbench = \"pretrain.cli:ringbench\"" in (ROOT / "pyproject.toml").read_text()
+    assert "ringbench = \"core.cli:ringbench\"" in (ROOT / "pyproject.toml").read_text()
 
 
 def test_adding_a_method_is_one_file(tmp_path):
     """A new file in pretrain/methods/ is all it takes: the config accepts its name and its own
     settings, the report knows its label and place, training runs it, the tests' list has it."""
     import os
-    for part in ("pretrain", "evaluate", "reports", "metadataset", "detection", "benchmarks"):
+    for part in ("core", "pretrain", "evaluate", "reports", "metadataset", "detection", "benchmarks"):
         shutil.copytree(ROOT / part, tmp_path / part)
     (tmp_path / "pretrain" / "methods" / "demo.py").write_text('''
 from dataclasses import dataclass
@@ -67,10 +67,9 @@ import sys
 sys.path.insert(0, "benchmarks")
 from pretrain import config
 from pretrain.__main__ import main
-from reports import tables
 import fault_injection, argparse
 c = config.load(None, ["method.name=demo", "method.demo.extra=5"])
-assert c.method.demo.extra == 5 and tables.METHOD_NAMES["demo"] == "Demo" and list(tables.METHOD_NAMES)[-1] == "demo"
+assert c.method.demo.extra == 5
 sets = ["name=d", "method.name=demo", "data.dataset=photo_patches", "data.limit=64", "data.workers=0",
         "optim.batch_size=32", "optim.epochs=1", "model.feat_dim=16", "train.knn_every=0"]
 args = ["--out", "runs", "--results", "results"]
@@ -79,8 +78,20 @@ for s in sets:
 assert main(args) == 0
 print("ok")
 '''
+    # the report, which imports no stage, names and places the method from its records
+    report = '''
+import sys
+from core import records
+from reports import tables
+tables.learn_names(records.load_all("results"))
+assert tables.METHOD_NAMES["demo"] == "Demo" and list(tables.METHOD_NAMES)[-1] == "demo", tables.METHOD_NAMES
+assert not any(m in sys.modules for m in ("torch", "pretrain")), "a stage or torch was imported"
+print("ok")
+'''
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", check], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    out = subprocess.run([sys.executable, "-c", report], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
     listed = subprocess.run([sys.executable, "-c", "from pretrain.registry import METHODS; print(METHODS.names())"],
                             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
@@ -98,3 +109,41 @@ def test_help_imports_no_torch_for_pretrain_evaluate_and_reports():
                 f"assert not any(m in sys.modules for m in ('torch', 'pandas', 'matplotlib')), '{module}'")
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert out.returncode == 0, out.stderr
+
+
+def test_the_report_imports_no_stage_and_no_torch(tmp_path):
+    """python -m reports, a whole report of pretraining and evaluation records, imports neither
+    torch nor any stage (docs/design.md §1): the labels it needs travel in the records."""
+    from core import records
+    cfg = {"method": {"name": "ir"}, "negatives": {"sampler": "ring"}, "train": {"seed": 0}}
+    for run, sampler, top1 in (("a", "uniform", 50.0), ("b", "ring", 52.0)):
+        c = {**cfg, "negatives": {"sampler": sampler}}
+        records.write(records.make(run, "evaluate", "knn_cifar10", "cifar10", {"top1": top1}, c, seed=0), tmp_path / "res")
+    code = (f"import runpy, sys; sys.argv = ['reports', '--results', {str(tmp_path / 'res')!r}, '--out', "
+            f"{str(tmp_path / 'rep')!r}]\n"
+            "try:\n    runpy.run_module('reports', run_name='__main__')\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "bad = [m for m in sys.modules if m.split('.')[0] in ('torch', 'pretrain', 'evaluate', 'metadataset', 'detection')]\n"
+            "assert not bad, bad")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "rep" / "report.md").exists()
+
+
+def test_no_folder_imports_a_folder_above_it():
+    """The layers (docs/design.md §1): core imports no stage; pretrain imports core; the
+    harnesses import core and pretrain (backbones, data); reports imports core only. Every
+    import statement of the package code, lazy ones included."""
+    import ast
+    allowed = {"core": {"core"}, "pretrain": {"core", "pretrain"},
+               "evaluate": {"core", "pretrain", "evaluate"}, "metadataset": {"core", "pretrain", "metadataset"},
+               "detection": {"core", "pretrain", "detection"}, "reports": {"core", "reports"}}
+    ours = set(allowed)
+    wrong = []
+    for folder, may in allowed.items():
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                         [node.module] if isinstance(node, ast.ImportFrom) and node.module and not node.level else [])
+                wrong += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                          if n.split(".")[0] in ours and n.split(".")[0] not in may]
+    assert not wrong, wrong

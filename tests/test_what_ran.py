@@ -4,8 +4,8 @@ import json
 
 import pytest
 
+from core import records
 from evaluate.__main__ import main as evaluate_main
-from pretrain import records
 from reports import frames
 from tests.test_bad_input import pretrain
 

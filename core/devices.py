@@ -1,7 +1,7 @@
 """The device a command runs on (--device / train.device), with one-line errors."""
 from __future__ import annotations
 
-from pretrain.errors import UserError
+from core.errors import UserError
 
 CHOICES = ("auto", "cpu", "cuda")
 

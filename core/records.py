@@ -13,7 +13,8 @@ import sys
 import warnings
 from pathlib import Path
 
-from pretrain.files import atomic_write
+from core.files import atomic_write
+from core.names import baseline_sampler
 
 SCHEMA = 1
 REQUIRED = ("schema", "run", "stage", "task", "dataset", "metrics")
@@ -71,13 +72,6 @@ def negatives_name(neg: dict) -> str | None:
     return objective if sampler in (None, "uniform") else f"{sampler}+{objective}"
 
 
-def baseline_sampler(method: str | None) -> str | None:
-    if method is None:
-        return None
-    from pretrain.methods import METHODS  # (torch: only the harnesses that write records get here)
-    return METHODS[method].baseline_sampler if method in METHODS else None
-
-
 # What cannot change the trained model (docs/design.md §11): names and paths, data-loading
 # workers, where and how fast it ran (device, compilation, fused kernels, memory layout), and the
 # cadence of logs, monitors and checkpoints. The seed is left out too: runs that differ only in it
@@ -131,7 +125,8 @@ def make(run: str, stage: str, task: str, dataset: str, metrics: dict, config: d
          checkpoint: str | None = None, seed: int | None = None, wall_s: float | None = None,
          **extra) -> dict:
     """A record of `metrics` measured on the model that `config` (its pretraining config)
-    describes; its provenance fields are read from that config."""
+    describes; its provenance fields are read from that config. The stages pass what their
+    registries say of the names in `extra` (pretrain.registry.names: baseline_sampler, labels)."""
     record = {
         "schema": SCHEMA, "run": run, "stage": stage, "task": task, "dataset": dataset,
         "metrics": metrics, "checkpoint": str(checkpoint) if checkpoint else None,

@@ -1,4 +1,5 @@
-"""The canonical checkpoint format, atomic writes, and backbone loading for every harness.
+"""The canonical checkpoint format, atomic writes, and the backbone state dict of any supported
+checkpoint (pretrain.models.load_backbone builds the network for the harnesses).
 
 A checkpoint is a dict loadable with torch.load(weights_only=True):
   format, version, arch, cifar_stem, feature_dim,
@@ -19,9 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pretrain import models
-from pretrain.errors import UserError
-from pretrain.files import atomic_write
+from core.errors import UserError
+from core.files import atomic_write
 
 FORMAT, VERSION = "ringbench-checkpoint", 1
 
@@ -142,21 +142,3 @@ def backbone_state(payload: dict, source: str = "checkpoint") -> tuple[dict, str
         raise CheckpointError(f"{source}: no ResNet backbone keys (conv1.weight missing) in the state dict")
     cifar_stem = tuple(sd["conv1.weight"].shape[-2:]) == (3, 3)
     return sd, _infer_arch(sd), cifar_stem, kind
-
-
-def load_backbone(path: str | os.PathLike, arch: str | None = None) -> tuple[torch.nn.Module, dict]:
-    """A frozen-ready backbone with every key of the checkpoint loaded strictly.
-
-    Returns (backbone, info) with info = {arch, cifar_stem, kind, config}. Refuses a
-    checkpoint whose architecture differs from `arch` when one is requested."""
-    payload = read(path)
-    sd, found, cifar_stem, kind = backbone_state(payload, str(path))
-    if arch is not None and arch != found:
-        raise CheckpointError(f"{path}: checkpoint holds a {found} backbone, but {arch} was requested")
-    net = models.backbone(found, cifar_stem)
-    try:
-        net.load_state_dict(sd, strict=True)
-    except RuntimeError as exc:
-        detail = " ".join(str(exc).split())[:300]
-        raise CheckpointError(f"{path}: backbone does not match torchvision {found} ({detail})") from None
-    return net, {"arch": found, "cifar_stem": cifar_stem, "kind": kind, "config": payload.get("config")}

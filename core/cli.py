@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pretrain.errors import UserError
+from core.errors import UserError
 
 
 class Parser(argparse.ArgumentParser):

@@ -11,7 +11,7 @@ import os
 import time
 from pathlib import Path
 
-from pretrain.errors import UserError
+from core.errors import UserError
 
 REPLACED = ".replaced"  # the report skips folders whose name starts with a dot
 LOCKS = ".locks"  # RESULTS/.locks/<run>/<stage>/<task>.lock: records being written

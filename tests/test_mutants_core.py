@@ -154,11 +154,16 @@ def test_estimated_edges_are_read_off_the_sampled_columns():
         return low, high
 
     torch.manual_seed(123)  # the global generator is not the one drawn from
-    for outer, inner, seed in ((0.5, 0.5, 0), (0.5, 0.25, 1), (0.5, 0.0, 2), (1.0, 0.5, 3)):
+    # (0.01, 0.0): a one-row band (the narrowest, issue 26's outer 1e-5), whose top holds one column
+    for outer, inner, seed in ((0.5, 0.5, 0), (0.5, 0.25, 1), (0.5, 0.0, 2), (1.0, 0.5, 3), (0.01, 0.0, 4)):
         s = NegativeSampler("ring", outer=outer, inner=inner, estimate=m, seed=seed)
         low, high = s.edges(sim, own)
         want_low, want_high = by_hand(outer, inner, seed)
         assert torch.equal(low, want_low) and torch.equal(high, want_high), (outer, inner)
+    # the smallest estimate, two columns of which one may be the anchor's own: at outer 1 the band
+    # is the whole pool, with neither edge
+    low, high = NegativeSampler("ball", outer=1.0, inner=0.0, estimate=2, seed=0).edges(sim, own)
+    assert torch.isinf(low).all() and (low < 0).all() and torch.isinf(high).all() and (high > 0).all()
     # the default epoch is 0: an anneal's start, outer 1, no low edge
     s = NegativeSampler("ring", outer=0.5, inner=0.5, estimate=m, seed=0, schedule="linear", anneal_epochs=2)
     assert torch.isinf(s.edges(sim, own)[0]).all()
@@ -258,3 +263,15 @@ def test_sampler_calls_leave_the_callers_similarities_unless_told_they_are_scrat
     assert torch.equal(sim, before)
     s.sample(3, 10, sim, exclude=own, scratch=True)  # the caller's temporary: marked in place
     assert torch.isinf(sim[[0, 1], [1, 2]]).all()
+
+
+def test_an_autocast_embedding_enters_the_bank_in_the_banks_float32():
+    """Under bf16 autocast the head's embedding can arrive in bf16: the average is taken in the
+    bank's float32 (cast first), not in bf16 and then widened."""
+    g = torch.Generator().manual_seed(0)
+    bank = MemoryBank(4, 8, momentum=0.3, generator=g)
+    old = bank.rows.clone()
+    emb = F.normalize(torch.randn(2, 8, generator=g), dim=1).to(torch.bfloat16)
+    bank.update(torch.tensor([1, 3]), emb)
+    want = F.normalize(0.3 * old[[1, 3]] + 0.7 * emb.float(), dim=1)
+    assert bank.rows.dtype == torch.float32 and torch.equal(bank.rows[[1, 3]], want)

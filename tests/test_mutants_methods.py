@@ -239,3 +239,63 @@ def test_a_strategy_gets_its_own_settings():
     m.objective = lambda *args: seen.append(args) or real(*args)
     m(two_views(), torch.arange(8), 0.0)
     assert len(seen) == 1 and seen[0][5] is m.objective_settings and seen[0][5].tau_plus == 0.05
+
+
+def test_simclr_on_two_ranks_takes_the_global_batchs_loss(monkeypatch):
+    """Under DDP rank r holds the global batch's positions r::2 (the sampler deals them so); it
+    gathers both ranks' embeddings, with gradients, back into global order and takes the loss over
+    its own rows. The mean over the two ranks is the one-process loss of the global batch (with
+    the ring's band), and the gradient reaches the rank's own embeddings. tests/test_ddp.py checks
+    the same with two processes; this runs the rank arithmetic where a unit test can see it."""
+    import torch.distributed.nn.functional as dist_fn
+
+    from pretrain import distributed
+    torch.manual_seed(0)
+    m = build("simclr", **{"negatives.sampler": "ring", "negatives.outer": 0.5, "negatives.inner": 0.1,
+                           "optim.batch_size": 8}).eval()  # running BN statistics: an embedding is its image's
+    m.epoch_start(0)
+    m.set_labels(torch.tensor([0, 0, 1, 1, 2, 3, 3, 3]))  # the false-negative share needs the same order
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(8, 3, 32, 32, generator=g) * 2 - 1
+    views, index = [x, x + 0.3 * torch.randn(8, 3, 32, 32, generator=g)], torch.arange(8)
+    one, fn_one = m(views, index, 0.0)
+    with torch.no_grad():
+        halves = {q: m.encoder(torch.cat([v[q::2] for v in views])).split(4) for q in (0, 1)}
+    losses, fns = [], []
+    for r in (0, 1):
+        def all_gather(t, r=r):  # what each rank contributes to this half (view 1 or 2), in rank order
+            half = 0 if torch.allclose(t, halves[r][0], atol=1e-6) else 1
+            return [t if q == r else halves[q][half] for q in (0, 1)]
+        monkeypatch.setattr(distributed, "world", lambda: 2)
+        monkeypatch.setattr(distributed, "rank", lambda r=r: r)
+        monkeypatch.setattr(distributed, "gather", lambda t: index)
+        monkeypatch.setattr(dist_fn, "all_gather", all_gather)
+        m.zero_grad()
+        loss, fn = m([v[r::2] for v in views], index[r::2], 0.0)
+        fns.append(fn["false_negatives"])
+        loss.backward()
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in m.encoder.parameters())
+        losses.append(loss.detach())
+    assert torch.allclose((losses[0] + losses[1]) / 2, one.detach(), atol=1e-6), (losses, one)
+    assert torch.allclose((fns[0] + fns[1]) / 2, fn_one["false_negatives"], atol=1e-6), (fns, fn_one)
+
+
+@pytest.mark.parametrize("warm_start", [0, 1])
+def test_la_writes_each_anchors_embedding_to_its_own_bank_row(warm_start):
+    """After LA's step (and during its IR warm start) row i of the bank holds image i's
+    embedding, at momentum 0 exactly; the other rows are unchanged."""
+    torch.manual_seed(0)
+    m = build("la", **{"method.la.warm_start_epochs": warm_start, "method.la.bank_momentum": 0.0}).eval()
+    m.epoch_start(warm_start)  # LA's own loss clusters the bank first
+    g = torch.Generator().manual_seed(2)
+    x = torch.rand(4, 3, 32, 32, generator=g) * 2 - 1
+    index = torch.tensor([3, 17, 8, 30])
+    before = m.bank.rows.clone()
+    m([x, x], index, 0.0)
+    m.step_end()
+    with torch.no_grad():
+        want = m.encoder(x)
+    others = torch.ones(len(before), dtype=torch.bool)
+    others[index] = False
+    assert torch.allclose(m.bank.rows[index], want, atol=1e-6)
+    assert torch.equal(m.bank.rows[others], before[others])

@@ -83,6 +83,12 @@ def check_run_name(name: str, flag: str) -> str:
     return name
 
 
+def record_run_name(given: str | None, config: dict | None, weights: str | os.PathLike) -> str:
+    """The run a harness's records belong to: --run, else the run name the checkpoint's config
+    carries, else the weights file's name; checked as every run name is."""
+    return check_run_name(given or (config or {}).get("name") or Path(weights).stem, "--run")
+
+
 def writable_dir(path: str | os.PathLike, flag: str) -> Path:
     """Prove now, not after hours of compute, that `path` can be created and written: the
     nearest existing folder on its way takes a test file (removed at once). Nothing is

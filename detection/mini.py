@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from core.cli import check_run_name
+from core.cli import record_run_name
 from detection import convert, tiny_coco, train
 from detection.errors import UnsupportedBackbone
 
@@ -48,7 +48,7 @@ def run(args) -> list[Path]:
     except UnsupportedBackbone as exc:  # e.g. the profile's CMC runs: nothing to transfer, no record
         print(f"[detection] mini: skipping {exc}")
         return []
-    run_name = check_run_name(args.run or (info.get("config") or {}).get("name") or Path(args.ckpt).stem, "--run")
+    run_name = record_run_name(args.run, info.get("config"), args.ckpt)
     weights = out / run_name / "detection" / "weights.pkl"
     convert.convert_file(args.ckpt, weights, expect="any", verbose=False)
     paths = []

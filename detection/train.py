@@ -366,8 +366,8 @@ def run(args) -> Path:
     root = args.dataset_root or ("data/voc" if args.task == "voc_c4" else "data/coco")
     sets = dataset_files(args.task, root, args.eval_only)
     info = weights.get("ringbench") or {}
-    from core.cli import check_run_name
-    run_name = check_run_name(args.run or (info.get("config") or {}).get("name") or Path(args.weights).stem, "--run")
+    from core.cli import record_run_name
+    run_name = record_run_name(args.run, info.get("config"), args.weights)
     opts = {
         "task": args.task, "weights": str(args.weights), "arch": arch, "depth": convert.ARCH_DEPTH[arch],
         "sets": sets, "num_gpus": num_gpus, "resume": args.resume, "eval_only": args.eval_only,

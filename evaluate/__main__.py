@@ -82,7 +82,7 @@ def _run(args, held: contextlib.ExitStack) -> Path:
     verify = not args.no_verify
     train_ds = data.load(name, args.data_root, train_split, verify)
     test_ds = data.load(name, args.data_root, test_split, verify)
-    run_name = cli.check_run_name(args.run or cfg.get("name") or Path(args.ckpt).stem, "--run")
+    run_name = cli.record_run_name(args.run, cfg, args.ckpt)
     net.to(device)
 
     def cache(split_ds, normalize):

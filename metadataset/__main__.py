@@ -137,7 +137,7 @@ def _evaluate(args) -> list[Path]:
     cache = FeatureCache(net, size, device, args.batch_size, args.workers, args.preprocessing, folder,
                          records.sha256(args.ckpt) if folder else None)
     cache.check(sources)  # a folder of another checkpoint, preprocessing or source: refused before any work
-    run_name = cli.check_run_name(args.run or cfg.get("name") or Path(args.ckpt).stem, "--run")
+    run_name = cli.record_run_name(args.run, cfg, args.ckpt)
     pretrain_dataset = records.provenance(cfg)["pretrain_dataset"]
     preprocessing = md_features.describe(args.preprocessing, size)
     prep = md_features.summary(args.preprocessing, size)

@@ -12,7 +12,7 @@ TINY = ["data.dataset=photo_patches", "data.limit=96", "data.workers=0", "optim.
         "negatives.outer=0.5", "train.knn_every=0", "train.log_every=1",
         "method.la.clusters=8"]
 
-STEPS = {"ir": 3, "simclr": 3, "moco": 2, "la": 2, "cmc": 3}
+STEPS = {"ir": 3, "simclr": 3, "moco": 2, "la": 2, "cmc": 2}
 
 
 def run(tmp_path, name, method, procs, sampler="ring"):
@@ -35,10 +35,11 @@ def run(tmp_path, name, method, procs, sampler="ring"):
         # at its own bank momentum 0.5 flips one at step 3 (loss 2.5e-3 apart, measured), so
         # it runs at momentum 0, where the tolerance below was measured
         sets += ["optim.epochs=1", "method.cmc.bank_momentum=0.0", "method.la.warm_start_epochs=0"]  # LA's k-means
-    if method == "la":
-        # LA's k-means at step 1 makes every later step hang on discrete labels: on CI's CPU the
-        # two launches flipped one ring member at step 3 (loss 1.1% apart; equal here), so check
-        # the 2 steps whose second reads the bank rows the gathered update of the first wrote
+    if method in ("la", "cmc"):
+        # from step 3 on a ring member can flip on float noise, and which one depends on the CPU:
+        # LA (k-means labels) on CI's, 1.1% apart at step 3 and equal here; CMC here on 12-07,
+        # 0.15% apart, where CI and the machine of 12-02 agreed. So check the 2 steps whose second
+        # reads the bank rows the gathered update of the first wrote
         sets += ["data.limit=64"]
     args = ["-m", "pretrain", "--out", str(tmp_path / "runs"), "--results", str(tmp_path / "results")]
     for s in sets:

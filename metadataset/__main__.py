@@ -143,7 +143,7 @@ def _evaluate(args) -> list[Path]:
     prep = md_features.summary(args.preprocessing, size)
     split = "Meta-Dataset v2 sources and splits" if args.md_version == "v2" else ""
     common = dict(checkpoint=args.ckpt, seed=args.seed, arch=info["arch"], checkpoint_kind=info["kind"], image_size=size,
-                  md_version=args.md_version)
+                  md_version=args.md_version, **names(cfg))
     pending = []  # every source is evaluated before any record is written: a late error leaves none
     for s in sources:
         t0 = time.time()
@@ -203,7 +203,7 @@ def _evaluate(args) -> list[Path]:
     for task, dataset, metrics, protocol, why, wall in pending:
         rec = records.make(run_name, "metadataset", task, dataset, metrics, cfg, wall_s=wall, protocol=protocol,
                            setting=protocol["setting"], contaminated=why,
-                           records_dir=str(Path(data).resolve()), data_format=data_format, **names(cfg), **common)
+                           records_dir=str(Path(data).resolve()), data_format=data_format, **common)
         paths.append(records.write(rec, results))
     print(f"[metadataset] {len(paths)} records -> {Path(args.results) / run_name / 'metadataset'} "
           f"({time.time() - start:.1f} s)")

@@ -79,7 +79,7 @@ def cached_curve(m: Model, views: list[int], device, seed: int = 0, workers: int
     the cached protocol's)."""
     net, _ = models.load_backbone(m.path)
     net.to(device)
-    protocol = linear.with_epochs(PROTOCOLS["cached"], iterations)
+    protocol = PROTOCOLS["cached"].with_epochs(iterations)
     plain = data.eval_transform(m.size, m.native)
     augmented = linear._train_transform(dataclasses.replace(protocol, augment=augment or protocol.augment),
                                         m.recipe, m.size, m.native)
@@ -110,7 +110,7 @@ def paper(m: Model, epochs: int, device, seed: int = 0, workers: int = 2) -> dic
     """top-1, top-5 and seconds of the paper protocol (with `epochs` epochs)."""
     payload = checkpoint.read(m.path)
     sd, arch, stem, _ = checkpoint.backbone_state(payload, m.path)
-    protocol = linear.with_epochs(PROTOCOLS["paper"], epochs)
+    protocol = PROTOCOLS["paper"].with_epochs(epochs)
     t = time.perf_counter()
     metrics = linear.full_path(sd, arch, stem, protocol, m.train, m.test, m.classes, m.size, m.native, m.recipe,
                                device, workers, seed, log=lambda line: print(f"  {m.name}: {line}", file=sys.stderr,

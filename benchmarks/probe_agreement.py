@@ -39,7 +39,7 @@ import linear_protocols  # noqa: E402
 
 from core import checkpoint  # noqa: E402
 from core.devices import pick_device  # noqa: E402
-from evaluate import linear  # noqa: E402
+from evaluate.protocols import PROTOCOLS  # noqa: E402
 
 
 def pairs(rows: list[dict]) -> list[tuple[dict, dict]]:
@@ -84,8 +84,8 @@ def settings(a) -> dict:
     common = {"limit": a.limit, "seed": a.seed, "dataset": a.dataset}
     return {"paper": {"epochs": a.paper_epochs, **common},
             "cached": {"views": a.views, "augment": a.augment, **common,
-                       "epochs": a.iterations or linear.PROTOCOLS["cached"].epochs,  # (L-BFGS iterations)
-                       "weight_decay": linear.PROTOCOLS["cached"].weight_decay}}
+                       "epochs": a.iterations or PROTOCOLS["cached"].epochs,  # (L-BFGS iterations)
+                       "weight_decay": PROTOCOLS["cached"].weight_decay}}
 
 
 def weights_digest(path: str) -> str:
@@ -144,7 +144,7 @@ def main(argv=None) -> int:
                    help="the cached views' augmentations: the paper protocol's crop and flip (default; what the "
                         "cached probe uses) or all its pretraining augmentations")
     p.add_argument("--iterations", type=int, help="the cached probe's L-BFGS cap (default: the protocol's, "
-                                                  f"{linear.PROTOCOLS['cached'].epochs})")
+                                                  f"{PROTOCOLS['cached'].epochs})")
     p.add_argument("--paper-epochs", type=int, default=100)
     p.add_argument("--tolerance", type=float, default=1.0,
                    help="a pair's two differences agree when within this many points (default: 1)")

@@ -2,7 +2,7 @@
 protocol registers itself with one decorator (or one call) in its own file, and config choices,
 the CLI's choices, the tests' parametrisations and the benchmarks' choices are read from the
 registry. The stage that owns a kind of thing holds its registry (pretrain/registry.py,
-evaluate/protocols.py); this module is only the class.
+evaluate/protocols/); this module is only the class.
 
 A registry imports the modules that fill it (`source`) the first time it is read, so a
 reader never sees a half-filled list and this module itself imports nothing heavy."""

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from core import cli
-from evaluate.protocols import PROTOCOLS
+from evaluate import protocols
+from evaluate.protocols import KNN, PROTOCOLS, Job
 from pretrain.registry import DATASETS, names
 
 
@@ -51,9 +52,8 @@ def run(args) -> Path:
 def _run(args, held: contextlib.ExitStack) -> Path:
     from torch.utils.data import DataLoader
 
-    from core import checkpoint, records, rundir
+    from core import records, rundir
     from core.devices import pick_device
-    from evaluate import linear
     from pretrain import data, distributed, models
     from pretrain.knn import features, knn_predict, topk_accuracy
 
@@ -61,12 +61,12 @@ def _run(args, held: contextlib.ExitStack) -> Path:
     results = cli.writable_dir(args.results, "--results")  # before any work: not after the probe
     if args.run:
         cli.check_run_name(args.run, "--run")
-    if args.task == "linear" and args.views is not None and args.protocol != "cached":
-        raise cli.UserError(f"--views {args.views}: only the cached probe caches views; --protocol "
-                            f"{args.protocol} trains on freshly augmented images every epoch")
+    protocol = None
+    if args.task == "linear":
+        protocol = PROTOCOLS[args.protocol].with_epochs(args.epochs).with_views(args.views)
     device = pick_device(args.device)
     device = distributed.init(args.device) or device
-    if not distributed.is_main() and (args.task == "knn" or args.protocol == "cached"):
+    if not distributed.is_main() and (protocol is None or not protocol.every_rank):
         return None  # one pass over cached features: rank 0 does it alone
     net, info = models.load_backbone(args.ckpt, args.arch)
     cfg = info["config"] or {}
@@ -96,8 +96,7 @@ def _run(args, held: contextlib.ExitStack) -> Path:
                                  f"({name} {train_split}); expected at most {len(train_ds)}")
         task = f"knn_k{args.k}_t{args.t:g}_{name}"
     else:
-        protocol = linear.with_views(linear.with_epochs(PROTOCOLS[args.protocol], args.epochs), args.views)
-        task = f"{linear.task_name(protocol)}_{name}"
+        task = f"{protocol.task_name()}_{name}"
     if distributed.is_main():  # (rank 0 writes the record; its ranks share the evaluation)
         held.enter_context(rundir.record_lock(results, run_name, "evaluate", task))
 
@@ -107,38 +106,23 @@ def _run(args, held: contextlib.ExitStack) -> Path:
         query, query_y = cache(test_ds, True)
         metrics = topk_accuracy(knn_predict(query, bank, bank_y, classes, args.k, args.t), query_y)
         extra["knn"] = {"k": args.k, "t": args.t, "weighting": "exp(cos/t)"}
-        extra["evaluation"], extra["setting"] = "knn", (f"weighted kNN, k={args.k}, t={args.t:g}, weights exp(cos/t), "
-                                                        f"on unaugmented frozen features; train split as the bank")
+        extra["evaluation"] = KNN["evaluation"]
+        extra["setting"] = (f"weighted kNN, k={args.k}, t={args.t:g}, weights exp(cos/t), on unaugmented frozen "
+                            f"features; train split as the bank")
     else:
-        if protocol.name == "cached":
-            tx, ty, qx, qy = linear.cached_features(net, protocol, train_ds, test_ds, size, native, device,
-                                                    args.seed, args.workers, pre.get("augment", "moco_v2"))
-            metrics, extra["fit"] = linear.cached(tx, ty, qx, qy, classes, protocol)
-            if not extra["fit"]["converged"]:
-                print(f"[evaluate] warning: L-BFGS stopped at its cap of {protocol.epochs} iterations before "
-                      f"converging (objective {extra['fit']['objective']:.4f}); --epochs N raises the cap; "
-                      f"the record says so", file=sys.stderr)
-        else:
-            sd, arch, stem, _ = checkpoint.backbone_state(checkpoint.read(args.ckpt), args.ckpt)
-            recipe = pre.get("augment", "moco_v2")
-            state_dir = cli.writable_dir(args.state_dir or Path(args.ckpt).parent / "probe",
-                                         "--state-dir" if args.state_dir else "the probe state folder (--state-dir)")
-            state = state_dir / f"{linear.task_name(protocol)}_{name}.pt"
-            if not args.resume:
-                state.unlink(missing_ok=True)
-            from pretrain.livelog import LiveLog
-            live = LiveLog(state_dir / f"tb_{state.stem}", "linear")  # tensorboard --logdir runs
-            metrics = linear.full_path(sd, arch, stem, protocol, train_ds, test_ds, classes, size, native,
-                                       recipe, device, args.workers, args.seed, state=str(state),
-                                       log=print if distributed.is_main() else (lambda *_: None), live=live)
-            live.close()
-            if metrics is None:  # a rank other than 0: rank 0 writes the record
-                return None
-        extra["protocol"] = linear.describe(protocol)
-        extra["evaluation"], extra["setting"] = f"linear_{protocol.name}", extra["protocol"]["setting"]
+        job = Job(net, args.ckpt, args.arch, pre.get("augment", "moco_v2"), train_ds, test_ds, name, classes, size,
+                  native, device, args.seed, args.workers, args.resume, args.state_dir)
+        done = protocol.run(job)
+        if done is None:  # a rank other than 0: rank 0 writes the record
+            return None
+        metrics, more = done
+        extra.update(more, protocol=protocol.describe(), evaluation=protocol.evaluation)
+        extra["setting"] = extra["protocol"]["setting"]
+    labels = names(cfg)  # the method's and sampler's labels, and the evaluation's title and place
+    labels["labels"] = {**labels.get("labels", {}), "evaluation": protocols.label(extra["evaluation"])}
     rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
                        wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],
-                       image_size=size, **names(cfg), **extra)
+                       image_size=size, **labels, **extra)
     path = records.write(rec, results)
     print(f"[evaluate] {task} {run_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
     return path

@@ -1,18 +1,10 @@
-"""Linear evaluation of a frozen backbone (docs/design.md §5).
+"""The linear probes on a frozen backbone (docs/design.md §5.1): SGD through the full image
+pipeline (the `paper` and `moco` protocols) and the cached probe (L-BFGS on features computed
+once). Each protocol's settings, names and title are in evaluate/protocols/.
 
-Protocols (each record says exactly what ran: `setting`, and whose recipe it `follows`):
-  paper   the official Ring code's settings: SGD lr 0.01, wd 1e-5, 100 epochs, pretraining
-          augmentations
-  moco    MoCo's: SGD lr 30, wd 0, lr x0.1 at epochs 60 and 80, RandomResizedCrop + flip
-  cached  a multinomial logistic regression trained with L-BFGS (to convergence or its iteration
-          cap) on features computed once: of `views` augmented views of every training image
-          (the paper protocol's own crop and flip, drawn once from a fixed seed), or with
-          views = 0 of the unaugmented image (the probe before issue 29). Minutes instead of
-          hours; a fast proxy, not a published protocol, and its record says so and names the views.
-
-The full-path protocols enforce MoCo's sanity checks: only fc.* is missing when the
-backbone is loaded, only the linear layer is optimised, the backbone is in eval mode
-(BN statistics frozen) and its weights are unchanged after the first epoch.
+The full-path probe enforces MoCo's sanity checks: only fc.* is missing when the backbone is
+loaded, only the linear layer is optimised, the backbone is in eval mode (BN statistics frozen)
+and its weights are unchanged after the first epoch.
 """
 from __future__ import annotations
 
@@ -25,15 +17,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision.transforms import v2
 
-from core.logreg import fit_cached  # noqa: F401  (the solver, shared with metadataset)
-from evaluate import protocols
+from core.logreg import fit_cached
+from evaluate.protocols import Job, Protocol
 from pretrain import data
 from pretrain.knn import topk_accuracy
-
-# the protocols' settings and names, for the probes' callers (declared in evaluate/protocols.py)
-PROTOCOLS, VIEWS, Protocol = protocols.PROTOCOLS, protocols.VIEWS, protocols.Protocol
-setting, task_name, describe = protocols.setting, protocols.task_name, protocols.describe
-with_epochs, with_views = protocols.with_epochs, protocols.with_views
 
 
 class SanityError(AssertionError):
@@ -191,3 +178,31 @@ def cached(train_x, train_y, test_x, test_y, num_classes: int, protocol: Protoco
     layer = fit_cached(train_x, train_y, num_classes, protocol.weight_decay, protocol.epochs)
     with torch.no_grad():
         return topk_accuracy(layer(test_x), test_y), layer.fit_info
+
+
+def run_sgd(protocol: Protocol, job: Job) -> dict | None:
+    """The full-path probe of a checkpoint, its state saved after every epoch under
+    job.state_dir (default: the checkpoint's folder/probe) and resumed with job.resume; its
+    loss curve goes to TensorBoard beside it. None on a rank other than 0."""
+    from core import checkpoint, cli
+    from pretrain import distributed
+    from pretrain.livelog import LiveLog
+    sd, arch, stem, _ = checkpoint.backbone_state(checkpoint.read(job.ckpt), job.ckpt)
+    state_dir = cli.writable_dir(job.state_dir or Path(job.ckpt).parent / "probe",
+                                 "--state-dir" if job.state_dir else "the probe state folder (--state-dir)")
+    state = state_dir / f"{protocol.task_name()}_{job.dataset}.pt"
+    if not job.resume:
+        state.unlink(missing_ok=True)
+    live = LiveLog(state_dir / f"tb_{state.stem}", "linear")  # tensorboard --logdir runs
+    metrics = full_path(sd, arch, stem, protocol, job.train, job.test, job.classes, job.size, job.native,
+                        job.recipe, job.device, job.workers, job.seed, state=str(state),
+                        log=print if distributed.is_main() else (lambda *_: None), live=live)
+    live.close()
+    return metrics
+
+
+def run_cached(protocol: Protocol, job: Job) -> tuple[dict, dict]:
+    """(metrics, the L-BFGS fit) of the cached probe on the job's backbone."""
+    tx, ty, qx, qy = cached_features(job.net, protocol, job.train, job.test, job.size, job.native, job.device,
+                                     job.seed, job.workers, job.recipe)
+    return cached(tx, ty, qx, qy, job.classes, protocol)

@@ -30,11 +30,13 @@ DATASET_NAMES = {"cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "stl10": "STL-1
 METHOD_NAMES: dict[str, str] = {}
 SAMPLER_NAMES: dict[str, str] = {}
 SAMPLER_ORDER: tuple[str, ...] = ()
+EVAL_TITLES: dict[str, str] = {}  # evaluation: the title of its tables, in the report's order
 
 
 def learn_names(recs: list[dict] = ()) -> None:
     """Set METHOD_NAMES (in the registries' order), SAMPLER_NAMES and SAMPLER_ORDER (Ring first,
-    the comparison; the other samplers; then the strategies) from the shipped names and `recs`."""
+    the comparison; the other samplers; then the strategies) and EVAL_TITLES (in the order of
+    the protocols' registry, then kNN) from the shipped names and `recs`."""
     global SAMPLER_ORDER
     names = Names().learn(list(recs))
     METHOD_NAMES.clear()
@@ -43,14 +45,11 @@ def learn_names(recs: list[dict] = ()) -> None:
     SAMPLER_NAMES.update(names.negatives)
     samplers = [n for n in names.negatives if n not in SHIPPED_STRATEGIES]
     SAMPLER_ORDER = ("ring", *(n for n in samplers if n != "ring"), *SHIPPED_STRATEGIES)
+    EVAL_TITLES.clear()
+    EVAL_TITLES.update({e: title for e, (title, _) in names.evaluations.items()})
 
 
 learn_names()
-EVAL_ORDER = ("linear_paper", "linear_moco", "linear_cached", "knn")
-EVAL_TITLES = {"linear_paper": "Linear probe with the official Ring code's settings",
-               "linear_moco": "Linear probe with MoCo's settings",
-               "linear_cached": "Linear probe on cached features (a fast proxy, not a published protocol)",
-               "knn": "Weighted kNN"}
 
 
 @dataclass
@@ -362,7 +361,7 @@ def linear(evals: pd.DataFrame, metric: str = "top1") -> list[Table]:
     evals = evals.assign(column=[dataset_name(d, p) for d, p in zip(evals["dataset"], evals["pretrain_dataset"])])
     evals = with_variants(evals, ["eval_id", "column"])
     out = []
-    order = {e: i for i, e in enumerate(ordered(evals["eval"], EVAL_ORDER))}
+    order = {e: i for i, e in enumerate(ordered(evals["eval"], list(EVAL_TITLES)))}
     groups = evals.groupby(["eval", "setting", "changed"], sort=False)
     for (ev, setting, changed), sub in sorted(groups, key=lambda kv: (order[kv[0][0]], kv[0][1])):
         numbers = cells(sub, "column", metric)

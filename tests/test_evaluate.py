@@ -5,7 +5,8 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
 from evaluate import linear
-from evaluate.protocols import PROTOCOLS
+from evaluate.protocols import PROTOCOLS, Protocol
+from evaluate.protocols import cached as cached_module
 from pretrain import models
 from pretrain.knn import knn_predict, topk_accuracy
 
@@ -23,7 +24,7 @@ def test_cached_probe_matches_sklearn_logistic_regression():
     (xtr, ytr), (xte, yte) = gaussian_task()
     wd = 1e-3
     ours, fit = linear.cached(torch.tensor(xtr), torch.tensor(ytr), torch.tensor(xte), torch.tensor(yte), 10,
-                              linear.Protocol("cached", lr=1.0, weight_decay=wd, epochs=300))
+                              Protocol("cached", lr=1.0, weight_decay=wd, epochs=300))
     assert fit["converged"] and fit["iterations"] < 300
     scaler = StandardScaler().fit(xtr)
     # the same objective: mean CE + wd/2 ||W||^2  <=>  C = 1 / (n * wd)
@@ -106,7 +107,7 @@ def test_full_path_and_cached_path_agree_on_an_easy_task(tmp_path):
     test = data.load("cifar10", tmp_path, "test", verify=False)
     torch.manual_seed(0)
     net = models.backbone("resnet18")
-    plain = linear.Protocol("plain", lr=0.05, weight_decay=0.0, epochs=20, augment="none", batch_size=64)
+    plain = Protocol("plain", lr=0.05, weight_decay=0.0, epochs=20, augment="none", batch_size=64)
     full = linear.full_path(net.state_dict(), "resnet18", False, plain, train, test, 10, 32, 32, "moco_v2",
                             "cpu", workers=0, log=lambda *_: None)
     loader = lambda ds: DataLoader(data.Views(ds, data.eval_transform(32, 32)), batch_size=256)
@@ -125,11 +126,11 @@ def test_linear_probe_resumes_exactly(tmp_path):
     train = data.load("cifar10", tmp_path, "train", verify=False)
     test = data.load("cifar10", tmp_path, "test", verify=False)
     sd = models.backbone("resnet18").state_dict()
-    proto = linear.Protocol("t", lr=0.05, weight_decay=1e-4, epochs=3, augment="crop_flip", batch_size=32)
+    proto = Protocol("t", lr=0.05, weight_decay=1e-4, epochs=3, augment="crop_flip", batch_size=32)
     run = lambda p, state: linear.full_path(sd, "resnet18", False, p, train, test, 10, 32, 32, "moco_v2", "cpu",
                                             workers=0, log=lambda *_: None, state=str(state))
     straight = run(proto, tmp_path / "a.pt")
-    run(linear.with_epochs(proto, 1), tmp_path / "b.pt")  # "killed" after epoch 1
+    run(proto.with_epochs(1), tmp_path / "b.pt")  # "killed" after epoch 1
     resumed = run(proto, tmp_path / "b.pt")
     a, b = torch.load(tmp_path / "a.pt", weights_only=True), torch.load(tmp_path / "b.pt", weights_only=True)
     assert a["epoch"] == b["epoch"] == 3
@@ -149,7 +150,7 @@ def test_cached_views_are_drawn_once_whatever_else_is_asked():
     ds = tiny_photos()
     torch.manual_seed(0)
     net = models.backbone("resnet18")
-    crop = linear._train_transform(linear.with_views(PROTOCOLS["cached"], 4), "moco_v2", 32, 32)
+    crop = linear._train_transform(PROTOCOLS["cached"].with_views(4), "moco_v2", 32, 32)
     three, y3 = linear.view_features(net, ds, crop, range(3), "cpu", seed=1, workers=0)
     two, y2 = linear.view_features(net, ds, crop, range(2), "cpu", seed=1, workers=0, batch_size=7)
     third, _ = linear.view_features(net, ds, crop, [2], "cpu", seed=1, workers=0, batch_size=5)
@@ -164,7 +165,7 @@ def test_cached_views_are_the_paper_protocols_crop_and_flip():
     """The views' transform is the pretraining crop (scale 0.2-1) and flip, without the colour:
     an image of one colour stays that colour, and a crop of it is the whole image resized."""
     from PIL import Image
-    crop = linear._train_transform(linear.with_views(PROTOCOLS["cached"], 4), "moco_v2", 32, 32)
+    crop = linear._train_transform(PROTOCOLS["cached"].with_views(4), "moco_v2", 32, 32)
     ops = [type(t).__name__ for t in crop.transforms]
     assert ops[:2] == ["RandomResizedCrop", "RandomHorizontalFlip"] and crop.transforms[0].scale == (0.2, 1.0)
     flat = Image.new("RGB", (32, 32), (200, 30, 90))
@@ -175,9 +176,9 @@ def test_cached_views_are_the_paper_protocols_crop_and_flip():
 def test_zero_views_is_the_probe_records_had_before_views():
     """--views 0 caches the unaugmented training images and keeps the old task name and setting,
     so its records group with the records written before issue 29."""
-    p = linear.with_views(PROTOCOLS["cached"], 0)
-    assert p.augment == "none" and linear.task_name(p) == "linear_cached_i300"
-    assert linear.setting(p) == ("logistic regression by L-BFGS (300 iterations, wd 1e-05) on cached, unaugmented, "
+    p = PROTOCOLS["cached"].with_views(0)
+    assert p.augment == "none" and p.task_name() == "linear_cached_i300"
+    assert p.setting() == ("logistic regression by L-BFGS (300 iterations, wd 1e-05) on cached, unaugmented, "
                                  "standardised features of the frozen backbone")
     ds = tiny_photos(8)
     net = models.backbone("resnet18")
@@ -186,17 +187,17 @@ def test_zero_views_is_the_probe_records_had_before_views():
 
 
 def test_views_are_named_in_the_task_and_setting_and_are_not_a_departure():
-    four = linear.with_views(PROTOCOLS["cached"], 4)
-    one = linear.with_views(linear.with_views(PROTOCOLS["cached"], 0), 1)
-    assert linear.task_name(four) == "linear_cached_i300_v4" and linear.task_name(one) == "linear_cached_i300_v1"
-    assert "4 augmented views of each training image" in linear.setting(four)
-    assert "1 augmented view of each" in linear.setting(one) and one.augment == "pretrain_crop_flip"
-    assert linear.setting(four) != linear.setting(linear.with_views(four, 8))  # never one table
-    d = linear.describe(four)
+    four = PROTOCOLS["cached"].with_views(4)
+    one = PROTOCOLS["cached"].with_views(0).with_views(1)
+    assert four.task_name() == "linear_cached_i300_v4" and one.task_name() == "linear_cached_i300_v1"
+    assert "4 augmented views of each training image" in four.setting()
+    assert "1 augmented view of each" in one.setting() and one.augment == "pretrain_crop_flip"
+    assert four.setting() != four.with_views(8).setting()  # never one table
+    d = four.describe()
     assert d["views"] == 4 and d["follows"] == PROTOCOLS["cached"].follows and d["paper_protocol"] is False
-    assert "views" not in linear.describe(PROTOCOLS["paper"])
-    assert linear.describe(linear.with_epochs(four, 5))["follows"].endswith("with epochs 300 -> 5")
-    assert PROTOCOLS["cached"].views == linear.VIEWS == 0  # the default, from the measured curve (design.md §5.1)
+    assert "views" not in PROTOCOLS["paper"].describe()
+    assert four.with_epochs(5).describe()["follows"].endswith("with epochs 300 -> 5")
+    assert PROTOCOLS["cached"].views == cached_module.VIEWS == 0  # the default, from the measured curve (design.md §5.1)
 
 
 def test_evaluate_cached_writes_the_views_into_the_record(tmp_path, capsys):

@@ -98,6 +98,82 @@ print("ok")
     assert "'demo'" in listed.stdout  # what tests/test_methods.py parametrises over
 
 
+def test_adding_an_evaluation_protocol_is_one_file(tmp_path):
+    """A new file in evaluate/protocols/ is all it takes: the CLI offers it, it runs with its own
+    `run`, its record names it, and the report titles its table and places it by the registry's
+    order (after the shipped probes, before kNN) without importing the stage."""
+    import os
+    for part in ("core", "pretrain", "evaluate", "reports", "configs"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    (tmp_path / "evaluate" / "protocols" / "ncm.py").write_text('''
+from dataclasses import dataclass
+from typing import ClassVar
+
+from evaluate.protocols import PROTOCOLS, Protocol
+
+
+@dataclass
+class NearestMean(Protocol):
+    every_rank: ClassVar[bool] = False
+
+    def setting(self):
+        return "nearest class mean of unaugmented, unit-length features"
+
+    def task_name(self):
+        return "linear_ncm"
+
+    def run(self, job):
+        import torch
+        import torch.nn.functional as F
+        from evaluate import linear
+        from pretrain import data
+        from pretrain.knn import topk_accuracy
+        plain = data.eval_transform(job.size, job.native)
+        tx, ty = linear.view_features(job.net, job.train, plain, [0], job.device, job.seed, 0)
+        qx, qy = linear.view_features(job.net, job.test, plain, [0], job.device, job.seed, 0)
+        means = torch.stack([F.normalize(tx[ty == c].mean(0), dim=0) for c in range(job.classes)])
+        return topk_accuracy(F.normalize(qx, dim=1) @ means.nan_to_num().T, qy), {"classes_seen": int(ty.unique().numel())}
+
+
+PROTOCOLS.register("ncm", NearestMean("ncm", lr=0.0, weight_decay=0.0, epochs=0, follows="a one-file demo",
+                                      title="Nearest class mean"), order=5)
+''')
+    run = '''
+import json, sys
+from pretrain.__main__ import main as pretrain
+from evaluate.__main__ import main as evaluate
+sets = ["name=n", "method.name=ir", "data.dataset=photo_patches", "data.limit=64", "data.workers=0",
+        "optim.batch_size=32", "optim.epochs=1", "model.feat_dim=16", "train.knn_every=0"]
+args = ["--out", "runs", "--results", "results"]
+for s in sets:
+    args += ["--set", s]
+assert pretrain(args) == 0
+assert evaluate(["linear", "--protocol", "ncm", "--ckpt", "runs/n/final.pt", "--results", "results", "--workers", "0"]) == 0
+rec = json.load(open("results/n/evaluate/linear_ncm_photo_patches.json"))
+assert rec["evaluation"] == "linear_ncm" and rec["classes_seen"] == 10, rec
+assert rec["labels"]["evaluation"] == {"title": "Nearest class mean", "order": 5}, rec["labels"]
+print("ok")
+'''
+    report = '''
+import sys
+from core import records
+from reports import tables
+tables.learn_names(records.load_all("results"))
+assert list(tables.EVAL_TITLES) == ["linear_paper", "linear_moco", "linear_cached", "linear_ncm", "knn"], tables.EVAL_TITLES
+assert tables.EVAL_TITLES["linear_ncm"] == "Nearest class mean"
+assert not any(m in sys.modules for m in ("torch", "evaluate")), "a stage or torch was imported"
+print("ok")
+'''
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    for code, limit in ((run, 300), (report, 120)):
+        out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=limit)
+        assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    helped = subprocess.run([sys.executable, "-m", "evaluate", "linear", "--help"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert "ncm" in helped.stdout
+
+
 def test_help_imports_no_torch_for_pretrain_evaluate_and_reports():
     """--help answers at once (issue 26): pretrain, evaluate and reports parse before their heavy
     imports; evaluate's dataset and protocol choices come from registries that import no torch."""

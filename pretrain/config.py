@@ -23,7 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 from core.errors import UserError
 from core.registry import Registry
 from pretrain.negatives import SCHEDULES
-from pretrain.registry import DATASETS, METHODS, SAMPLERS, STRATEGIES
+from pretrain.registry import DATASETS, METHODS, RECIPES, SAMPLERS, STRATEGIES
 from pretrain.settings import at_least, fraction, out_of_range, positive
 
 
@@ -36,7 +36,7 @@ class DataConfig:
     dataset: str = "cifar10"        # a registered dataset (pretrain/datasets.py)
     root: str = "data"              # directory holding the dataset in its official on-disk format
     image_size: int = at_least(32, 8)  # crop size fed to the network
-    augment: str = "moco_v2"        # moco_v2 | ring (the official Ring code's recipe) | cmc (crop + flip)
+    augment: str = "moco_v2"        # a recipe of pretrain/recipes/: moco_v2 | ring (the official Ring code's) | cmc (crop + flip)
     workers: int = at_least(2, 0)  # data-loader processes per training process
     gpu_augment: bool = False       # photometric augmentation batched on the training device (kornia)
     gpu_decode: bool = False        # JPEG decode, crop and flip on the device too (image folders; needs gpu_augment)
@@ -79,7 +79,7 @@ class _NegativesBase:
 
 @dataclass
 class _MethodBase:
-    name: str = "ir"                # a registered method: ir | moco | simclr | cmc | la
+    name: str = "ir"                # a registered method (pretrain/methods/); the default: IR
     temperature: float = positive(0.07)  # t of every method's exp(similarity / t)
 
 
@@ -156,7 +156,7 @@ class Config:
 
 CHOICES = {  # a tuple, or a registry (pretrain/registry.py) whose names are the choices
     "data.dataset": DATASETS,
-    "data.augment": ("moco_v2", "ring", "cmc"),
+    "data.augment": RECIPES,
     "model.arch": ("resnet18", "resnet50"),
     "model.head": ("mlp", "linear"),
     "negatives.sampler": SAMPLERS,
@@ -170,16 +170,24 @@ CHOICES = {  # a tuple, or a registry (pretrain/registry.py) whose names are the
     "train.compile_mode": ("default", "reduce-overhead", "max-autotune"),
 }
 
-# Keys of configs written before each method had its own settings: still read, moved here.
-# (bank_momentum went to every bank method; only the running method's is used.)
-LEGACY = {
-    "method.bank_momentum": ("method.ir.bank_momentum", "method.cmc.bank_momentum", "method.la.bank_momentum"),
-    "method.queue_size": ("method.moco.queue_size",),
-    "method.key_momentum": ("method.moco.key_momentum",),
-    "method.la_clusters": ("method.la.clusters",),
-    "method.la_clusterings": ("method.la.clusterings",),
-    "method.la_kmeans_iters": ("method.la.kmeans_iters",),
-}
+
+def _settings_attr(attr: str) -> dict[str, dict]:
+    """{method: its settings class's `attr`} for the registered methods that have one."""
+    out = {}
+    for name in METHODS.names():
+        own = METHODS.meta(name).get("config")
+        if getattr(own, attr, None):
+            out[name] = getattr(own, attr)
+    return out
+
+
+# Keys of configs written before each method had its own settings: still read, moved to the
+# place each method's settings name (their LEGACY). bank_momentum went to every bank method;
+# only the running method's is used.
+LEGACY: dict[str, tuple[str, ...]] = {}
+for _name, _moved in _settings_attr("LEGACY").items():
+    for _old, _new in _moved.items():
+        LEGACY[_old] = LEGACY.get(_old, ()) + (f"method.{_name}.{_new}",)
 GROUPS = "groups"  # configs/groups/<group>/<option>.yaml, named in a preset's `defaults:` list
 
 
@@ -360,19 +368,22 @@ def validate(cfg: Config, source: str = "config", sources: dict | None = None) -
     if cfg.data.gpu_decode and not cfg.data.gpu_augment:
         raise ConfigError(f"{where('data.gpu_decode')}: key 'data.gpu_decode' = true needs data.gpu_augment = true "
                           f"(decoded views are uint8 crops that DeviceAugment finishes)")
-    if cfg.negatives.neighbor_views and (cfg.negatives.sampler != "ring" or cfg.method.name == "la"
-                                         or cfg.negatives.estimate):
+    method = cfg.method.name
+    infonce = METHODS.meta(method).get("infonce", True)  # (a method's loss, registered with it)
+    if cfg.negatives.neighbor_views and (cfg.negatives.sampler != "ring" or not infonce or cfg.negatives.estimate):
         raise ConfigError(f"{where('negatives.neighbor_views')}: key 'negatives.neighbor_views' = true needs "
-                          f"negatives.sampler=ring with exact ranks (negatives.estimate=0), and a method other than "
-                          f"la (whose close neighbours are its own)")
-    if cfg.negatives.objective != "infonce" and (cfg.method.name == "la" or cfg.negatives.neighbor_views):
+                          f"negatives.sampler=ring with exact ranks (negatives.estimate=0), and a method whose loss "
+                          f"is InfoNCE" + ("" if infonce else f" (method {method}'s is not)"))
+    if cfg.negatives.objective != "infonce" and (not infonce or cfg.negatives.neighbor_views):
+        why = (f"method {method}'s loss is not InfoNCE" if not infonce else
+               "negatives.neighbor_views changes InfoNCE's numerator instead")
         raise ConfigError(f"{where('negatives.objective')}: key 'negatives.objective' = {cfg.negatives.objective!r} "
-                          f"reweights InfoNCE's negatives; expected infonce with method la (its loss is not "
-                          f"InfoNCE) or with negatives.neighbor_views (which changes the numerator instead)")
-    moco = getattr(cfg.method, "moco", None)
-    if cfg.method.name == "moco" and moco.queue_size < cfg.optim.batch_size:
-        raise ConfigError(f"{where('method.moco.queue_size')}: key 'method.moco.queue_size' = {moco.queue_size}, "
-                          f"expected >= optim.batch_size ({cfg.optim.batch_size}): each step pushes a whole batch")
+                          f"reweights InfoNCE's negatives; expected infonce ({why})")
+    own = getattr(cfg.method, method, None)  # the method's own settings check themselves
+    problem = own.check(cfg) if hasattr(own, "check") else None
+    if problem is not None:
+        key, what = problem
+        raise ConfigError(f"{where(key)}: key '{key}' = {what}")
     from core.cli import check_run_name
     try:
         check_run_name(cfg.name, "name")
@@ -419,8 +430,10 @@ def to_dict(cfg: Config) -> dict:
 
 
 # Settings added with a default that changes training: a config written before them ran the
-# old behaviour, which these values keep (so an older checkpoint resumes as it was trained).
-BEFORE_SETTING = {"method.moco.exclude_own_key": False, "method.la.warm_start_epochs": 0}
+# old behaviour, which these values keep (so an older checkpoint resumes as it was trained); each
+# method's settings name theirs (BEFORE).
+BEFORE_SETTING = {f"method.{name}.{key}": value for name, before in _settings_attr("BEFORE").items()
+                  for key, value in before.items()}
 
 
 def migrate(data: dict) -> dict:

@@ -18,6 +18,7 @@ from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
 from pretrain.datasets import DataError, DatasetInfo, info  # noqa: F401 - re-exported: data.info, data.DataError
+from pretrain.registry import RECIPES
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's, as detectron2 expects too
 
@@ -118,36 +119,23 @@ def _finish():
     return [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
 
 
-def blur_kernel(size: int) -> int:
-    """MoCo-v2's blur kernel: about 10% of the image, odd."""
-    return int(0.1 * size) // 2 * 2 + 1
-
-
 def random_crop(size: int) -> v2.RandomResizedCrop:
     """The pretraining crop of every recipe (also drawn by pretrain.device_decode's workers)."""
     return v2.RandomResizedCrop(size, scale=(0.2, 1.0), antialias=True)
 
 
 def train_transform(recipe: str, size: int, on_device: bool = False) -> v2.Compose:
-    """One augmented view. Both recipes crop with scale (0.2, 1) as in the papers.
+    """One augmented view: the crop (scale 0.2-1, as in the papers), the recipe's photometric
+    part (pretrain/recipes/), the flip.
 
     on_device: only crop and flip here, returning uint8; pretrain.device_augment does the rest
     of the recipe batched on the training device."""
     crop = random_crop(size)
-    if recipe not in ("moco_v2", "ring", "cmc"):
-        raise ValueError(f"unknown augmentation recipe {recipe!r}, expected moco_v2, ring or cmc")
+    if recipe not in RECIPES:
+        raise ValueError(f"unknown augmentation recipe {recipe!r}, expected one of {', '.join(RECIPES.names())}")
     if on_device:
         return v2.Compose([crop, v2.RandomHorizontalFlip(), v2.ToImage()])
-    if recipe == "moco_v2":  # MoCo-v2 (Chen et al. 2020); blur only where images are large enough
-        ops = [crop, v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8), v2.RandomGrayscale(p=0.2)]
-        if size >= 64:
-            ops.append(v2.RandomApply([v2.GaussianBlur(blur_kernel(size), sigma=(0.1, 2.0))], p=0.5))
-        ops.append(v2.RandomHorizontalFlip())
-    elif recipe == "ring":  # the instance-discrimination recipe the official Ring code defaults to
-        ops = [crop, v2.RandomGrayscale(p=0.2), v2.ColorJitter(0.4, 0.4, 0.4, 0.4), v2.RandomHorizontalFlip()]
-    else:  # cmc: colour is what the L / ab views predict, so only crop and flip
-        ops = [crop, v2.RandomHorizontalFlip()]
-    return v2.Compose(ops + _finish())
+    return v2.Compose([crop, *RECIPES[recipe].on_cpu(size), v2.RandomHorizontalFlip(), *_finish()])
 
 
 def eval_transform(size: int, native: int | None) -> v2.Compose:

@@ -4,7 +4,7 @@ With `data.gpu_augment` the loader's workers only decode, crop and flip (uint8 t
 to pin and copy); the recipe's colour jitter, grayscale, blur and normalisation run here, on
 the whole batch at once with kornia, which draws independent parameters per image in one
 vectorised call. Parameters come from the global CPU generator, saved in every checkpoint, so
-resume stays exact. The CPU recipes of pretrain.data remain the reference: the same operations
+resume stays exact. Each recipe (pretrain/recipes/) says both forms; the CPU one remains the reference: the same operations
 with the same ranges (flip commutes with them, so it moves to the workers). One difference:
 kornia's ColorJitter applies its four factors in a fixed order, torchvision's in a random one.
 """
@@ -13,25 +13,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from pretrain.data import MEAN, STD, blur_kernel
+from pretrain.data import MEAN, STD
+from pretrain.registry import RECIPES
 
 
 class DeviceAugment(nn.Module):
     def __init__(self, recipe: str, size: int):
         super().__init__()
-        import kornia.augmentation as K
-
-        if recipe == "moco_v2":
-            ops = [K.ColorJitter(0.4, 0.4, 0.4, 0.1, p=0.8), K.RandomGrayscale(p=0.2)]
-            if size >= 64:
-                k = blur_kernel(size)
-                ops.append(K.RandomGaussianBlur((k, k), (0.1, 2.0), p=0.5))
-        elif recipe == "ring":
-            ops = [K.RandomGrayscale(p=0.2), K.ColorJitter(0.4, 0.4, 0.4, 0.4, p=1.0)]
-        elif recipe == "cmc":
-            ops = []
-        else:
-            raise ValueError(f"unknown augmentation recipe {recipe!r}, expected moco_v2, ring or cmc")
+        if recipe not in RECIPES:
+            raise ValueError(f"unknown augmentation recipe {recipe!r}, expected one of {', '.join(RECIPES.names())}")
+        ops = RECIPES[recipe].on_device(size)
         self.ops = nn.Sequential(*ops)
         self.register_buffer("mean", torch.tensor(MEAN).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(STD).view(1, 3, 1, 1), persistent=False)

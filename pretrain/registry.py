@@ -1,4 +1,5 @@
-"""Pretraining's registries: methods, negative samplers, negative strategies and datasets (the
+"""Pretraining's registries: methods, negative samplers, negative strategies, datasets and
+augmentation recipes (the
 class is core.registry.Registry; the evaluation protocols are evaluate/protocols/'s).
 
 `names(config)` is what a results record says about these names, so that the report, which
@@ -12,6 +13,7 @@ METHODS = Registry("method", "pretrain.methods")
 SAMPLERS = Registry("negative sampler", "pretrain.negatives")
 DATASETS = Registry("dataset", "pretrain.datasets")
 STRATEGIES = Registry("negative strategy", "pretrain.strategies")
+RECIPES = Registry("augmentation recipe", "pretrain.recipes")
 
 
 def names(config: dict | None) -> dict:

@@ -106,7 +106,7 @@ def test_every_infonce_method_runs_the_strategy_it_is_given(monkeypatch, name, o
 
 
 def test_strategies_are_refused_where_they_make_no_sense():
-    with pytest.raises(config.ConfigError, match="expected infonce with method la"):
+    with pytest.raises(config.ConfigError, match=r"expected infonce \(method la.s loss is not InfoNCE\)"):
         config.load(None, ["method.name=la", "negatives.objective=dcl"])
     with pytest.raises(config.ConfigError, match="negatives.neighbor_views"):
         config.load(None, ["negatives.sampler=ring", "negatives.neighbor_views=true", "negatives.objective=hcl"])

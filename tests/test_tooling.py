@@ -174,6 +174,97 @@ print("ok")
     assert "ncm" in helped.stdout
 
 
+def test_adding_a_dataset_and_an_augmentation_recipe_is_one_file_each(tmp_path):
+    """A new file in pretrain/datasets/ (scikit-learn's 8x8 digits, grown to 32 px) and one in
+    pretrain/recipes/ (a solarizing recipe, on the CPU and on the device): the config accepts
+    both names, the CLI lists them, pretraining trains on them and kNN evaluates on the dataset."""
+    import os
+    for part in ("core", "pretrain", "evaluate", "reports", "configs"):
+        shutil.copytree(ROOT / part, tmp_path / part)
+    (tmp_path / "pretrain" / "datasets" / "digits.py").write_text('''
+from pretrain.datasets import dataset
+
+
+@dataset("digits", order=9, pretrain="train", train="train", test="test", native=32, classes=10)
+def _digits(root, split, verify):
+    import numpy as np
+    from sklearn.datasets import load_digits
+    from pretrain.offline import ArrayDataset
+    d = load_digits()
+    x = np.kron(d.images / 16.0 * 255, np.ones((4, 4))).astype(np.uint8)  # 8 -> 32 px
+    keep = np.arange(len(x)) % 5 != 0 if split == "train" else np.arange(len(x)) % 5 == 0
+    return ArrayDataset(np.repeat(x[keep, :, :, None], 3, axis=3), d.target[keep], [str(i) for i in range(10)])
+''')
+    (tmp_path / "pretrain" / "recipes" / "solarize.py").write_text('''
+from pretrain.recipes import RECIPES, Recipe
+
+
+class Solarize(Recipe):
+    def on_cpu(self, size):
+        from torchvision.transforms import v2
+        return [v2.RandomSolarize(threshold=128, p=0.5)]
+
+    def on_device(self, size):
+        import kornia.augmentation as K
+        return [K.RandomSolarize(thresholds=0.0, additions=0.0, p=0.5)]
+
+
+RECIPES.register("solarize", Solarize(), order=9)
+''')
+    run = '''
+import json
+import torch
+from pretrain import config, data
+from pretrain.__main__ import main as pretrain
+from evaluate.__main__ import main as evaluate
+from pretrain.registry import DATASETS, RECIPES
+assert DATASETS.names()[-1] == "digits" and RECIPES.names()[-1] == "solarize"
+c = config.load(None, ["data.dataset=digits", "data.augment=solarize"])
+views = data.Views(data.load("digits", ".", "train"), data.train_transform("solarize", 32), n_views=2)
+x = views[(0, 0)][0]
+assert len(x) == 2 and x[0].shape == (3, 32, 32)
+from pretrain.device_augment import DeviceAugment
+batch = DeviceAugment("solarize", 32)(torch.full((4, 3, 32, 32), 200, dtype=torch.uint8))
+assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.float32
+sets = ["name=g", "method.name=ir", "data.dataset=digits", "data.augment=solarize", "data.limit=64", "data.workers=0",
+        "optim.batch_size=32", "optim.epochs=1", "model.feat_dim=16", "train.knn_every=0"]
+args = ["--out", "runs", "--results", "results"]
+for s in sets:
+    args += ["--set", s]
+assert pretrain(args) == 0
+assert evaluate(["knn", "--ckpt", "runs/g/final.pt", "--results", "results", "--workers", "0", "--k", "5"]) == 0
+rec = json.load(open("results/g/evaluate/knn_k5_t0.07_digits.json"))
+assert rec["dataset"] == "digits" and 0 <= rec["metrics"]["top1"] <= 100, rec
+print("ok")
+'''
+    env = {**os.environ, "PYTHONPATH": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", run], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip().endswith("ok"), out.stderr[-3000:]
+    helped = subprocess.run([sys.executable, "-m", "evaluate", "knn", "--help"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert "digits" in helped.stdout
+
+
+def test_the_config_names_no_method_recipe_or_dataset():
+    """What a method, recipe or dataset needs of the config comes from its own file: config.py's
+    code compares no name of theirs and names none of their keys (the defaults of its fields aside:
+    the official Ring code's IR, MoCo v2 recipe, CIFAR-10)."""
+    import ast
+
+    from pretrain.registry import DATASETS, METHODS, RECIPES, SAMPLERS
+    tree = ast.parse((ROOT / "pretrain" / "config.py").read_text())
+    left_out = {id(n.body[0].value) for n in ast.walk(tree)  # docstrings
+                if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
+                and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+    left_out |= {id(c) for n in ast.walk(tree) if isinstance(n, ast.AnnAssign) and n.value is not None
+                 for c in ast.walk(n.value)}  # the fields' defaults
+    names = (set(METHODS.names()) | set(RECIPES.names()) | set(DATASETS.names())) - set(SAMPLERS.names())
+    found = [(c.lineno, c.value) for c in ast.walk(tree) if isinstance(c, ast.Constant) and isinstance(c.value, str)
+             and id(c) not in left_out
+             and (c.value in names or any(f"method.{m}." in c.value for m in METHODS.names()))]
+    assert not found, found
+
+
 def test_help_imports_no_torch_for_pretrain_evaluate_and_reports():
     """--help answers at once (issue 26): pretrain, evaluate and reports parse before their heavy
     imports; evaluate's dataset and protocol choices come from registries that import no torch."""

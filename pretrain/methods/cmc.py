@@ -18,6 +18,7 @@ from pretrain.settings import fraction
 @dataclass
 class CMCSettings:
     bank_momentum: float = fraction(0.5, high_open=True)  # memory bank update momentum (CMC's own: 0.5)
+    LEGACY = {"method.bank_momentum": "bank_momentum"}  # (keys of configs before each method had its own)
 
 
 @METHODS.register("cmc", label="CMC", order=2, config=CMCSettings)

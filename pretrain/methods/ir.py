@@ -18,6 +18,7 @@ from pretrain.settings import fraction
 class IRSettings:
     bank_momentum: float = fraction(0.0, high_open=True)  # memory bank update momentum (official Ring IR: 0)
     official_negatives: bool = False  # draw negatives.num - 1 (the official k - 1 = 4,095), not negatives.num
+    LEGACY = {"method.bank_momentum": "bank_momentum"}  # (keys of configs before each method had its own)
 
 
 @METHODS.register("ir", label="IR", order=0, config=IRSettings)

@@ -35,6 +35,11 @@ class LASettings:
     background: int = at_least(4096, 2)    # ball sampler: the nearest bank rows, the anchor's own among
                                            # them (the original's instance_k), capped at the bank
     warm_start_epochs: int = at_least(10, 0)  # IR epochs before the first clustering (the original's 10)
+    # keys of configs before each method had its own settings; what a config without
+    # warm_start_epochs ran (an older checkpoint resumes as it was trained)
+    LEGACY = {"method.bank_momentum": "bank_momentum", "method.la_clusters": "clusters",
+              "method.la_clusterings": "clusterings", "method.la_kmeans_iters": "kmeans_iters"}
+    BEFORE = {"warm_start_epochs": 0}
 
 
 def ball_outer(background: int, pool: int) -> float:
@@ -46,7 +51,9 @@ def ball_outer(background: int, pool: int) -> float:
     return 1.0 if others >= pool else (others + 0.5) / pool
 
 
-@METHODS.register("la", label="LA", order=4, config=LASettings)
+# (infonce=False: its loss is an aggregation, not InfoNCE, so neither the negative strategies nor
+# the ring's neighbour views apply; its close neighbours are its own)
+@METHODS.register("la", label="LA", order=4, config=LASettings, infonce=False)
 class LA(BankMethod):
     views = 1
     baseline_sampler = "ball"

@@ -26,6 +26,15 @@ class MoCoSettings:
     # anchor: kept, it is a negative for uniform and the most similar entry, cut by Ring's inner
     # edge, which credits Ring with a gain ImageNet cannot show. False: the earlier behaviour.
     exclude_own_key: bool = True
+    LEGACY = {"method.queue_size": "queue_size", "method.key_momentum": "key_momentum"}  # (configs before
+    BEFORE = {"exclude_own_key": False}  # each method had its own settings; without exclude_own_key)
+
+    def check(self, cfg) -> tuple[str, str] | None:
+        """(key, what is wrong) where these settings do not fit the rest of the config."""
+        if self.queue_size < cfg.optim.batch_size:
+            return "method.moco.queue_size", (f"{self.queue_size}, expected >= optim.batch_size "
+                                              f"({cfg.optim.batch_size}): each step pushes a whole batch")
+        return None
 
 
 @METHODS.register("moco", label="MoCo", order=1, config=MoCoSettings)

@@ -42,7 +42,8 @@ class Profile:
     seeds: int                      # default number of seeds
     linear: str                     # linear-probe protocol
     episodes: int = 0               # Meta-Dataset episodes per source (0: no Meta-Dataset stage)
-    detection: str | None = None    # "mini" (tiny COCO, IR and MoCo) or "coco" (ImageNet runs) or None
+    detection: str | None = None    # "mini" (tiny COCO) or "coco" (ImageNet runs) or None
+    detection_methods: tuple = ("*",)  # the methods whose runs detection transfers (globs)
     only: tuple = ("*",)            # run names (globs) to take from the folder
     sweep: bool = False             # apply SWEEP to the ring presets
     anneal_epochs: float = 0.0      # the sweep's linear anneal length
@@ -51,8 +52,8 @@ class Profile:
 
 
 PROFILES = {
-    "mini": Profile("configs/mini", 1, "cached", episodes=50, detection="mini", jobs=2,
-                    only=("mini_*_uniform", "mini_*_ring", "mini_*_ball")),  # the strategies: cpu-strategies
+    "mini": Profile("configs/mini", 1, "cached", episodes=50, detection="mini", detection_methods=("ir", "moco"),
+                    jobs=2, only=("mini_*_uniform", "mini_*_ring", "mini_*_ball")),  # the strategies: cpu-strategies
     "paper": Profile("configs/paper", 1, "paper", episodes=600, detection="coco"),
     "gpu": Profile("configs/gpu", 3, "cached", episodes=50, gpu_mem_gib=4.0),
     "gpu-sweep": Profile("configs/gpu", 3, "cached", only=("gpu_photos_ir_*", "gpu_photos_moco_*"), sweep=True,
@@ -168,7 +169,8 @@ def stages(run: Run, profile: Profile, a, py: str) -> list[list[str]]:
             md += ["--md-version", "v2"]
         cmds += [[py, "-m", "metadataset", "linear", *md],
                  [py, "-m", "metadataset", "episodic", *md, "--head", "both", "--episodes", str(profile.episodes)]]
-    if profile.detection == "mini" and run.method in ("ir", "moco"):
+    transfers = any(fnmatch.fnmatch(run.method, m) for m in profile.detection_methods)
+    if profile.detection == "mini" and transfers:
         cmds.append([py, "-m", "detection", "mini", "--ckpt", ckpt, "--out", str(out / "runs"), "--results", results,
                      "--max-iter", "20"])
     elif profile.detection == "coco" and run.dataset == "imagenet" and (Path(a.data_root) / "coco").is_dir():

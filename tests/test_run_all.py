@@ -130,3 +130,13 @@ def test_imagenet_backbones_are_evaluated_on_meta_dataset_v2(tmp_path):
     for run in (next(r for r in runs if r.dataset == "imagenet"), next(r for r in runs if r.dataset == "cifar10")):
         md = [c for c in pipeline.stages(run, pipeline.PROFILES["paper"], a, "py") if "metadataset" in c]
         assert md and all(("--md-version" in c) == (run.dataset == "imagenet") for c in md)
+
+
+def test_the_mini_profile_transfers_the_methods_it_names_to_detection():
+    """Which runs the mini profile's tiny COCO stage sees is the profile's setting (IR and MoCo)."""
+    profile = pipeline.PROFILES["mini"]
+    a = pipeline.parser().parse_args(["--profile", "mini", "--out", "o"])
+    a.records = "no-records-here"  # (Meta-Dataset stages left out)
+    detected = {r.method for r in pipeline.plan(profile, [0], [])
+                if any("detection" in c for c in pipeline.stages(r, profile, a, "py"))}
+    assert detected == {"ir", "moco"} == set(profile.detection_methods)

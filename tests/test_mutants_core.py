@@ -1,5 +1,6 @@
 """Known answers for the pretraining core (kNN, memories, objectives, samplers) where mutation
 testing found the suite blind (docs/mutation.md)."""
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -275,3 +276,66 @@ def test_an_autocast_embedding_enters_the_bank_in_the_banks_float32():
     bank.update(torch.tensor([1, 3]), emb)
     want = F.normalize(0.3 * old[[1, 3]] + 0.7 * emb.float(), dim=1)
     assert bank.rows.dtype == torch.float32 and torch.equal(bank.rows[[1, 3]], want)
+
+
+# ---------------------------------------------------------------- survivors of the 12-07 run
+
+def test_a_sampler_built_with_its_defaults():
+    """Uniform draws from the whole pool, seed 0, no anneal; ring's band 0.1/0.1; the anneal's
+    documented steps (4) and decay (0.1) where a schedule is named without them."""
+    from core.anneal import anneal
+    from pretrain.registry import SAMPLERS
+    s = NegativeSampler()
+    assert s.kind == "uniform" and s.full and s.fractions(0.5) == (1.0, 0.0) and s.generator.initial_seed() == 0
+    assert NegativeSampler("ring").fractions(0.0) == SAMPLERS["ring"](0.1, 0.1)
+    assert NegativeSampler("ring", schedule="linear").fractions(0.5) == SAMPLERS["ring"](0.1, 0.1)  # epochs 0: none
+    for schedule in ("step", "exponential", "linear", "cosine"):
+        s = NegativeSampler("ring", outer=0.2, schedule=schedule, anneal_epochs=8)
+        assert s.schedule == dict(schedule=schedule, epochs=8, start=1.0, steps=4, decay=0.1)
+        for epoch in (0.0, 1.0, 2.5, 5.0, 7.5):
+            assert s.fractions(epoch) == SAMPLERS["ring"](anneal(schedule, epoch, 0.2, 1.0, 8, 4, 0.1), 0.1)
+
+
+@pytest.mark.parametrize("outer,inner", [(0.0, 0.1), (1.5, 0.1), (0.5, 1.0), (0.5, 1.5), (-0.1, 0.0), (0.5, -0.1)])
+def test_a_band_outside_the_pool_is_refused(outer, inner):
+    with pytest.raises(ValueError, match="ring fractions must satisfy"):
+        NegativeSampler("ring", outer, inner)
+
+
+def test_from_config_passes_every_setting_of_the_band_and_the_anneal():
+    from pretrain import config
+    cfg = config.load(None, ["negatives.sampler=ring", "negatives.outer=0.3", "negatives.inner=0.05",
+                             "negatives.anneal.schedule=step", "negatives.anneal.epochs=6", "negatives.anneal.start=0.8",
+                             "negatives.anneal.steps=3", "negatives.anneal.decay=0.5", "negatives.estimate=64"])
+    s = NegativeSampler.from_config(cfg.negatives, seed=7, device="cpu")
+    assert (s.kind, s.outer_final, s.inner, s.estimate, s.neighbor_views) == ("ring", 0.3, 0.05, 64, False)
+    assert s.schedule == dict(schedule="step", epochs=6, start=0.8, steps=3, decay=0.5)
+    assert s.generator.initial_seed() == 7
+
+
+def test_an_empty_band_stays_flagged_until_taken():
+    s = NegativeSampler("uniform")
+    s.mask(torch.zeros(2, 1), exclude=torch.tensor([0, 0]))  # each anchor's only entry is its own row
+    s.mask(torch.zeros(2, 3), exclude=torch.tensor([0, 1]))  # a later call with negatives does not clear it
+    assert s.pop_empty() and not s.pop_empty()
+
+
+def test_the_core_never_holds_the_anchors_own_row():
+    s = NegativeSampler("ring", 0.5, 0.5, neighbor_views=True)
+    sim = torch.rand(6, 12, generator=torch.Generator().manual_seed(0))
+    own = sim.argmax(1)  # each anchor's own row is its most similar
+    core = s.core_mask(sim, own)
+    assert not core[torch.arange(6), own].any() and (core.sum(1) == core.sum(1)[0]).all() and core.any()
+
+
+def test_memories_keep_integer_buffers():
+    """The queue's pointer, labels and indices, and LA's cluster labels are integers in the
+    checkpoint (an older checkpoint of either dtype loads, but the format stays one)."""
+    q = Queue(8, 4)
+    assert q.ptr.dtype == q.labels.dtype == q.index.dtype == torch.long
+
+
+def test_info_nce_refuses_negatives_of_another_batch():
+    from pretrain.objectives import info_nce
+    with pytest.raises(ValueError, match=r"\(3,\).*\(4, 5\)"):
+        info_nce(torch.zeros(3), torch.zeros(4, 5), 0.1)

@@ -147,3 +147,12 @@ def test_superclass_episodes_draw_distinct_classes():
         classes = s.sample_classes(np.random.RandomState(seed))
         assert len(set(classes.tolist())) == len(classes) >= 5
         assert set(classes.tolist()) <= set(range(5)) or set(classes.tolist()) <= set(range(5, 10))
+
+
+def test_the_image_stream_of_a_seed_and_source_is_what_published_numbers_drew():
+    """Pinned values: a change of the image generator's words or of the draws pick_images
+    consumes would silently change every episode's images for a seed."""
+    from metadataset.episodes import image_rng_for
+    assert image_rng_for(0, "dtd").randint(1 << 30, size=3).tolist() == [913533217, 534895866, 461247310]
+    rng = np.random.RandomState(0)
+    assert pick_images(1000, 5, rng).tolist() == [684, 559, 629, 192, 835] and rng.randint(1000) == 277

@@ -299,3 +299,22 @@ def test_la_writes_each_anchors_embedding_to_its_own_bank_row(warm_start):
     others[index] = False
     assert torch.allclose(m.bank.rows[index], want, atol=1e-6)
     assert torch.equal(m.bank.rows[others], before[others])
+
+
+# ---------------------------------------------------------------- survivors of the 12-07 run
+
+def test_a_method_draws_its_initial_memories_from_seed_plus_one_and_keeps_no_labels_in_its_state():
+    """seed + 1: apart from the weights' stream (seed), and what every checkpoint of a seed was
+    drawn from; the diagnostic's image labels are set per run, not checkpointed."""
+    for name in ("ir", "moco", "la"):
+        m = build(name, **{"train.seed": 5})
+        assert m.init_generator.initial_seed() == 6
+        m.set_labels(torch.arange(40) % 4)
+        assert not any(k.endswith("image_labels") for k in m.state_dict())
+    assert build("la").labels.dtype == torch.long
+
+
+def test_las_ball_keeps_background_minus_one_rows_of_the_bank():
+    m = build("la", n=100, **{"method.la.background": 16, "negatives.sampler": "ball"})
+    lo, hi = band_limits(99, *m.sampler.fractions(0.0))
+    assert (lo, hi) == (0, 15)

@@ -711,3 +711,82 @@ def test_a_strategy_setting_without_a_symbol_is_named_by_its_key():
     """A strategy registered later, with settings of its own names, is described all the same."""
     neg = {"sampler": "uniform", "objective": "new", "new": {"gamma": 0.5, "beta": 2.0}}
     assert frames.negatives_setting(neg) == "gamma 0.5, β 2"
+
+
+# ---------------------------------------------------------------- survivors of the 12-07 run
+
+def test_models_that_still_read_alike_get_their_config_fingerprint():
+    """Two IR models that differ in two keys, and two that differ only in how a float prints:
+    the first pair names both keys; the second would be one row, so each gets its fingerprint."""
+    df = pd.DataFrame({"method": ["ir"] * 4, "negatives": ["uniform"] * 4, "negatives_setting": [""] * 4,
+                       "dataset": ["cifar10"] * 4,
+                       "model_id": ["aaaaaa11", "bbbbbb22", "cccccc33", "dddddd44"],
+                       "model_config": [{"optim.lr": 0.1, "optim.epochs": 2}, {"optim.lr": 0.2, "optim.epochs": 4},
+                                        {"optim.lr": 0.3, "optim.epochs": 2}, {"optim.lr": 0.3000001, "optim.epochs": 2}]})
+    out = tables.with_variants(df, ["dataset"])
+    assert list(out["variant"]) == ["epochs 2, lr 0.1", "epochs 4, lr 0.2",
+                                    "epochs 2, lr 0.3, config cccccc", "epochs 2, lr 0.3, config dddddd"]
+    same = tables.with_variants(df.iloc[[2, 3]].assign(model_config=[{}, {}]), ["dataset"])
+    assert list(same["variant"]) == ["config cccccc", "config dddddd"]  # no key to name: the fingerprint alone
+    assert list(tables.with_variants(df.iloc[:1], ["dataset"])["variant"]) == [""]  # one model: nothing to tell
+
+
+def test_which_keys_the_row_label_shows():
+    assert tables.shown_by_sampler("negatives.outer") and tables.shown_by_sampler("negatives.hcl.beta")
+    assert not tables.shown_by_sampler("negatives.num")  # two parts, not a strategy's section: a variant key
+    assert not tables.shown_by_sampler("negatives.anneal.start") and not tables.shown_by_sampler("optim.lr.x")
+
+
+def test_the_sampler_order_is_ring_then_the_other_samplers_then_the_strategies():
+    tables.learn_names([])
+    assert tables.SAMPLER_ORDER == ("ring", "uniform", "ball", "infonce", "dcl", "hcl")
+
+
+def test_cost_rows_follow_the_stages_then_the_tasks_and_datasets():
+    recs = [cost_rec("a", "evaluate", task="linear_b", wall=1.0), cost_rec("b", "evaluate", task="knn_a", wall=2.0),
+            cost_rec("c", "pretrain", task="pretrain", wall=3.0), cost_rec("d", "evaluate", task="linear_a", wall=4.0)]
+    d = tables.cost(recs).display
+    assert list(zip(d["stage"], d["task"])) == [("pretrain", "pretrain"), ("evaluate", "knn_a"),
+                                                ("evaluate", "linear_a"), ("evaluate", "linear_b")]
+
+
+def test_the_toy_table_carries_its_note():
+    toy = frames.toy_mi([records.make("toy", "toy_mi", "toy_mi", "gaussian", {}, {}, seed=0, estimates=[
+        {"true_mi": 1.0, "estimator": "nce", "outer": 1.0, "inner": 0.0, "mean": 0.9, "std": 0.1, "bias": -0.1,
+         "std_negatives": 0.05, "harder": 0.0}])])
+    table = tables.toy_mi(toy)[0]
+    assert table.note.startswith("Estimates of the mutual information (nats)")
+
+
+def contaminated_rec(run, domain, why, top1=50.0):
+    return md_rec(run, f"linear_{domain}", domain, {"top1": top1}, contaminated=why)
+
+
+def test_contaminated_cells_are_marked_and_their_reasons_listed():
+    """' †' where the pretraining saw the domain's images, ' (†)' where it possibly did; the
+    number stays; each reason once, without its yes/possibly prefix."""
+    recs = [contaminated_rec("a", "ilsvrc_2012", "yes: ImageNet train holds these images: the same files"),
+            contaminated_rec("a", "cu_birds", "possibly: ImageNet holds bird classes"),
+            contaminated_rec("a", "dtd", "")]
+    t = tables.metadataset(frames.metadataset(recs))[0]
+    cells = dict(zip(t.display["domain"], t.display["IR"]))
+    one = "50.00 (1 run: no interval)"
+    assert cells == {"ilsvrc_2012": one + " †", "cu_birds": one + " (†)", "dtd": one}
+    assert t.note.endswith(" † the backbone's pretraining saw these images (ImageNet holds bird classes; ImageNet "
+                           "train holds these images: the same files); (†) possibly.")
+
+
+def test_a_protocol_the_report_does_not_know_is_titled_by_its_name_and_head():
+    rec = md_rec("a", "adapt_x", "dtd", {"top1": 60.0}, protocol={"name": "adapt"}, head="film")
+    assert tables.metadataset(frames.metadataset([rec]))[0].title == "Meta-Dataset, adapt film"
+    old = md_rec("b", "episodic_x", "dtd", {"top1": 40.0}, protocol={"name": "episodic"})
+    assert tables.metadataset(frames.metadataset([old]))[0].title == (
+        "Meta-Dataset, episodes of the test classes, unnamed head (episodes not recorded; settings not recorded)")
+
+
+def test_identity_falls_back_to_the_config_for_the_method_and_anneal():
+    r = records.make("r", "pretrain", "pretrain", "cifar10", {}, {"method": {"name": "moco"},
+                                                                   "negatives": {"sampler": "ring", "anneal": {}}})
+    r.pop("method", None)
+    ident = frames.identity(r)
+    assert ident["method"] == "moco" and ident["ring_anneal"] == "none"

@@ -763,15 +763,19 @@ def contaminated_rec(run, domain, why, top1=50.0):
 
 
 def test_contaminated_cells_are_marked_and_their_reasons_listed():
-    """' †' where the pretraining saw the domain's images, ' (†)' where it possibly did; the
-    number stays; each reason once, without its yes/possibly prefix."""
+    """' †' where the pretraining saw the domain's images, ' (†)' where it possibly did, on the
+    model's row (not on its Δ row); the number stays; each reason once, without its prefix."""
     recs = [contaminated_rec("a", "ilsvrc_2012", "yes: ImageNet train holds these images: the same files"),
             contaminated_rec("a", "cu_birds", "possibly: ImageNet holds bird classes"),
             contaminated_rec("a", "dtd", "")]
-    t = tables.metadataset(frames.metadataset(recs))[0]
-    cells = dict(zip(t.display["domain"], t.display["IR"]))
+    ring = [dict(r, run="b", negatives="ring", config={"train": {"seed": 0}, "negatives": {"sampler": "ring"}})
+            for r in recs]
+    t = tables.metadataset(frames.metadataset(recs + ring))[0]
+    cells = t.display.set_index("domain")
     one = "50.00 (1 run: no interval)"
-    assert cells == {"ilsvrc_2012": one + " †", "cu_birds": one + " (†)", "dtd": one}
+    assert dict(cells["IR"]) == {"ilsvrc_2012": one + " †", "cu_birds": one + " (†)", "dtd": one}
+    assert dict(cells["IR + Ring"]) == dict(cells["IR"])
+    assert not any("†" in c for c in cells["Δ Ring (IR)"])
     assert t.note.endswith(" † the backbone's pretraining saw these images (ImageNet holds bird classes; ImageNet "
                            "train holds these images: the same files); (†) possibly.")
 
@@ -790,3 +794,16 @@ def test_identity_falls_back_to_the_config_for_the_method_and_anneal():
     r.pop("method", None)
     ident = frames.identity(r)
     assert ident["method"] == "moco" and ident["ring_anneal"] == "none"
+
+
+def test_a_detection_table_without_a_setting_names_every_dataset_it_holds():
+    recs = [det_rec("a", "coco_fpn", "coco", {"bbox/AP": 38.0}), det_rec("b", "coco_fpn", "tiny_coco", {"bbox/AP": 9.0})]
+    made = tables.detection(frames.detection(recs))
+    assert made[0].title == "Detection (coco_fpn): coco_fpn on coco, tiny_coco (settings not recorded)"
+
+
+def test_a_pretraining_seed_that_is_not_a_number_is_shown_as_missing():
+    r = records.make("a", "pretrain", "pretrain", "cifar10", {"final_loss": 1.0, "epochs": 1}, {"train": {"seed": 0}},
+                     seed=0, method="ir", negatives="uniform")
+    df = tables.pretraining_runs(frames.pretraining([r]).assign(seed=["s0"]))
+    assert df["seed"].isna().all() and str(df["seed"].dtype) == "Int64"

@@ -49,7 +49,7 @@ TARGET = 90.0
 FORKSERVER = 'process_isolation = "forkserver"'
 SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 # the package directories copied when there is no git to list the files
-FALLBACK_COPY = ("pretrain", "reports", "metadataset", "evaluate", "detection", "tests", "configs", "scripts",
+FALLBACK_COPY = ("core", "pretrain", "reports", "metadataset", "evaluate", "detection", "tests", "configs", "scripts",
                  "benchmarks", "docs", "pyproject.toml")
 
 

@@ -156,3 +156,5 @@ def test_the_image_stream_of_a_seed_and_source_is_what_published_numbers_drew():
     assert image_rng_for(0, "dtd").randint(1 << 30, size=3).tolist() == [913533217, 534895866, 461247310]
     rng = np.random.RandomState(0)
     assert pick_images(1000, 5, rng).tolist() == [684, 559, 629, 192, 835] and rng.randint(1000) == 277
+    rng = np.random.RandomState(51)  # its first 10 draws of range(11) hold 4 distinct values: a second round
+    assert pick_images(11, 5, rng).tolist() == [9, 5, 0, 4, 10] and rng.randint(1000) == 572

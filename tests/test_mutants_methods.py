@@ -315,6 +315,6 @@ def test_a_method_draws_its_initial_memories_from_seed_plus_one_and_keeps_no_lab
 
 
 def test_las_ball_keeps_background_minus_one_rows_of_the_bank():
-    m = build("la", n=100, **{"method.la.background": 16, "negatives.sampler": "ball"})
-    lo, hi = band_limits(99, *m.sampler.fractions(0.0))
-    assert (lo, hi) == (0, 15)
+    for n, background in ((100, 16), (12, 8)):  # (in the second, pools of 10 or 13 rows would keep 8 or 6)
+        m = build("la", n=n, **{"method.la.background": background, "negatives.sampler": "ball"})
+        assert band_limits(n - 1, *m.sampler.fractions(0.0)) == (0, background - 1)

@@ -307,22 +307,18 @@ def _record(opts: dict, results, iterations, cfg, norm_warning) -> None:
     import yaml
     from detectron2.utils import comm
 
-    from core import records
-    from pretrain.registry import names
-
     if not comm.is_main_process():
         return
     metrics, per_class = metrics_of(results)
     if not metrics:
         raise DetectionError(f"{opts['task']}: the evaluation returned no AP (results: {dict(results)})")
     info = opts["provenance"]
-    pre = info.get("config") or {}
     done = f"{iterations} of {cfg.SOLVER.MAX_ITER} iterations" if iterations is not None else "evaluation only"
     setting = (f"{TASKS[opts['task']].config}, {done} at batch {cfg.SOLVER.IMS_PER_BATCH}, base lr "
                f"{cfg.SOLVER.BASE_LR:g}, backbone norm {cfg.MODEL.RESNETS.NORM}, on {opts['dataset_name']}")
-    rec = records.make(
-        opts["run"], "detection", opts["task"], opts["dataset_name"], metrics, pre, **names(pre), checkpoint=opts["weights"],
-        seed=cfg.SEED, wall_s=time.time() - opts["start"], arch=opts["arch"], norm=cfg.MODEL.RESNETS.NORM,
+    path = opts["harness"].write(
+        opts["task"], opts["dataset_name"], metrics, checkpoint=opts["weights"], seed=cfg.SEED,
+        wall_s=time.time() - opts["start"], arch=opts["arch"], norm=cfg.MODEL.RESNETS.NORM,
         norm_warning=norm_warning, world_size=comm.get_world_size(), device=cfg.MODEL.DEVICE,
         eval_only=opts["eval_only"], iterations=iterations, max_iter=cfg.SOLVER.MAX_ITER, setting=setting,
         ims_per_batch=cfg.SOLVER.IMS_PER_BATCH, per_class=per_class,
@@ -330,7 +326,6 @@ def _record(opts: dict, results, iterations, cfg, norm_warning) -> None:
         protocol_config=TASKS[opts["task"]].config, detectron2_config=yaml.safe_load(cfg.dump()),
         output_dir=cfg.OUTPUT_DIR, detectron2_version=detectron2.__version__,
         source_checkpoint=info.get("source"), source_sha256=info.get("source_sha256"))
-    path = records.write(rec, opts["results"])
     shown = ", ".join(f"{k} {'n/a' if v is None else f'{v:.2f}'}" for k, v in metrics.items()
                       if k.endswith(("/AP", "/AP50")))
     print(f"[detection] {opts['task']} {opts['run']}: {shown} -> {path}")
@@ -366,12 +361,14 @@ def run(args) -> Path:
     root = args.dataset_root or ("data/voc" if args.task == "voc_c4" else "data/coco")
     sets = dataset_files(args.task, root, args.eval_only)
     info = weights.get("ringbench") or {}
-    from core.cli import record_run_name
-    run_name = record_run_name(args.run, info.get("config"), args.weights)
+    from core.harness import Harness
+    from pretrain.registry import names
+    harness = Harness("detection", args.results, args.run)
+    run_name = harness.checkpoint(info.get("config"), args.weights, **names(info.get("config") or {}))
     opts = {
         "task": args.task, "weights": str(args.weights), "arch": arch, "depth": convert.ARCH_DEPTH[arch],
         "sets": sets, "num_gpus": num_gpus, "resume": args.resume, "eval_only": args.eval_only,
-        "max_iter": args.max_iter, "opts": args.opts or [], "results": args.results, "run": run_name,
+        "max_iter": args.max_iter, "opts": args.opts or [], "harness": harness, "run": run_name,
         "output_dir": Path(args.out) / run_name / "detection" / args.task, "seed": args.seed,
         "workers": min(4, os.cpu_count() or 1) if args.workers is None else args.workers,
         "dataset_name": args.dataset_name or TASKS[args.task].dataset, "provenance": info, "start": start,

@@ -52,15 +52,13 @@ def run(args) -> Path:
 def _run(args, held: contextlib.ExitStack) -> Path:
     from torch.utils.data import DataLoader
 
-    from core import records, rundir
     from core.devices import pick_device
+    from core.harness import Harness
     from pretrain import data, distributed, models
     from pretrain.knn import features, knn_predict, topk_accuracy
 
     start = time.time()
-    results = cli.writable_dir(args.results, "--results")  # before any work: not after the probe
-    if args.run:
-        cli.check_run_name(args.run, "--run")
+    harness = Harness("evaluate", args.results, args.run)  # before any work: not after the probe
     protocol = None
     if args.task == "linear":
         protocol = PROTOCOLS[args.protocol].with_epochs(args.epochs).with_views(args.views)
@@ -82,7 +80,9 @@ def _run(args, held: contextlib.ExitStack) -> Path:
     verify = not args.no_verify
     train_ds = data.load(name, args.data_root, train_split, verify)
     test_ds = data.load(name, args.data_root, test_split, verify)
-    run_name = cli.record_run_name(args.run, cfg, args.ckpt)
+    labels = names(cfg)  # the method's and sampler's labels; the evaluation's title and place follow
+    run_name = harness.checkpoint(cfg, args.ckpt, checkpoint=args.ckpt, arch=info["arch"], checkpoint_kind=info["kind"],
+                                  **labels)
     net.to(device)
 
     def cache(split_ds, normalize):
@@ -98,7 +98,7 @@ def _run(args, held: contextlib.ExitStack) -> Path:
     else:
         task = f"{protocol.task_name()}_{name}"
     if distributed.is_main():  # (rank 0 writes the record; its ranks share the evaluation)
-        held.enter_context(rundir.record_lock(results, run_name, "evaluate", task))
+        held.enter_context(harness.lock(task))
 
     extra = {}
     if args.task == "knn":
@@ -118,12 +118,9 @@ def _run(args, held: contextlib.ExitStack) -> Path:
         metrics, more = done
         extra.update(more, protocol=protocol.describe(), evaluation=protocol.evaluation)
         extra["setting"] = extra["protocol"]["setting"]
-    labels = names(cfg)  # the method's and sampler's labels, and the evaluation's title and place
-    labels["labels"] = {**labels.get("labels", {}), "evaluation": protocols.label(extra["evaluation"])}
-    rec = records.make(run_name, "evaluate", task, name, metrics, cfg, checkpoint=args.ckpt, seed=args.seed,
-                       wall_s=time.time() - start, arch=info["arch"], checkpoint_kind=info["kind"],
-                       image_size=size, **labels, **extra)
-    path = records.write(rec, results)
+    evaluation = {"labels": {**labels.get("labels", {}), "evaluation": protocols.label(extra["evaluation"])}}
+    path = harness.write(task, name, metrics, seed=args.seed, wall_s=time.time() - start, image_size=size,
+                         **evaluation, **extra)
     print(f"[evaluate] {task} {run_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
     return path
 

@@ -85,6 +85,7 @@ def _evaluate(args) -> list[Path]:
 
     from core import records
     from core.devices import pick_device
+    from core.harness import Harness
     from metadataset import contamination, heads, protocols
     from metadataset import features as md_features
     from metadataset import records as md_records
@@ -95,9 +96,7 @@ def _evaluate(args) -> list[Path]:
     from pretrain.registry import names
 
     start = time.time()
-    results = cli.writable_dir(args.results, "--results")
-    if args.run:
-        cli.check_run_name(args.run, "--run")
+    harness = Harness("metadataset", args.results, args.run)
     if args.preprocessing == "official":  # Meta-Dataset's decoder runs at its own sizes, refused before any work
         md_features.check_preprocessing("official", args.image_size or 84)
     device = pick_device(args.device)
@@ -137,13 +136,12 @@ def _evaluate(args) -> list[Path]:
     cache = FeatureCache(net, size, device, args.batch_size, args.workers, args.preprocessing, folder,
                          records.sha256(args.ckpt) if folder else None)
     cache.check(sources)  # a folder of another checkpoint, preprocessing or source: refused before any work
-    run_name = cli.record_run_name(args.run, cfg, args.ckpt)
+    run_name = harness.checkpoint(cfg, args.ckpt, checkpoint=args.ckpt, seed=args.seed, arch=info["arch"],
+                                  checkpoint_kind=info["kind"], image_size=size, md_version=args.md_version, **names(cfg))
     pretrain_dataset = records.provenance(cfg)["pretrain_dataset"]
     preprocessing = md_features.describe(args.preprocessing, size)
     prep = md_features.summary(args.preprocessing, size)
     split = "Meta-Dataset v2 sources and splits" if args.md_version == "v2" else ""
-    common = dict(checkpoint=args.ckpt, seed=args.seed, arch=info["arch"], checkpoint_kind=info["kind"], image_size=size,
-                  md_version=args.md_version, **names(cfg))
     pending = []  # every source is evaluated before any record is written: a late error leaves none
     for s in sources:
         t0 = time.time()
@@ -201,10 +199,8 @@ def _evaluate(args) -> list[Path]:
                    else "Meta-Dataset records (dataset_spec.json + tfrecords)")
     paths = []
     for task, dataset, metrics, protocol, why, wall in pending:
-        rec = records.make(run_name, "metadataset", task, dataset, metrics, cfg, wall_s=wall, protocol=protocol,
-                           setting=protocol["setting"], contaminated=why,
-                           records_dir=str(Path(data).resolve()), data_format=data_format, **common)
-        paths.append(records.write(rec, results))
+        paths.append(harness.write(task, dataset, metrics, wall_s=wall, protocol=protocol, setting=protocol["setting"],
+                                   contaminated=why, records_dir=str(Path(data).resolve()), data_format=data_format))
     print(f"[metadataset] {len(paths)} records -> {Path(args.results) / run_name / 'metadataset'} "
           f"({time.time() - start:.1f} s)")
     return paths

@@ -7,7 +7,6 @@ other piece of state (model, memory, optimizer, sampler generator, RNGs, step).
 from __future__ import annotations
 
 import json
-import math
 import os
 import sys
 import time
@@ -21,7 +20,7 @@ from core import checkpoint as ckpt
 from core import records
 from core.devices import pick_device
 from pretrain import config as config_mod
-from pretrain import data, device_decode, distributed, methods, negatives
+from pretrain import data, device_decode, distributed, hooks, methods, negatives
 from pretrain.device_augment import DeviceAugment
 from pretrain.knn import features, knn_predict, topk_accuracy
 from pretrain.livelog import LiveLog
@@ -62,13 +61,6 @@ def band_usage(sampler: NegativeSampler, method, cfg, steps: int) -> tuple[dict,
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message names the step."""
-
-
-def learning_rate(optim_cfg, epoch: int) -> float:
-    """Per-epoch learning rate: a pure function of the epoch, so it needs no saved state."""
-    if optim_cfg.schedule == "cosine":
-        return optim_cfg.lr * 0.5 * (1.0 + math.cos(math.pi * epoch / optim_cfg.epochs))
-    return optim_cfg.lr * optim_cfg.gamma ** sum(epoch >= m for m in optim_cfg.milestones)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
@@ -134,6 +126,7 @@ class Trainer:
         self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
                                          weight_decay=cfg.optim.weight_decay, fused=fused or None)
         self.epoch, self.step, self.step_in_epoch = 0, 0, 0
+        self.lr, self.last_loss = cfg.optim.lr, float("nan")  # this epoch's; the last loss read (hooks.Sync)
         self.knn = None  # last monitor result
         # false-negative diagnostic (docs/design.md §9): this epoch's running sum and steps, and
         # the last finished epoch's mean; on the device, read once per epoch
@@ -335,65 +328,49 @@ class Trainer:
                                 f"zero); {last}")
         raise TrainingError(f"non-finite loss at {where(nan)}; {last}")
 
+    # the hooks, in the order they run at each point (pretrain/hooks.py)
+    def _hooks(self) -> list[hooks.Hook]:
+        out = [hooks.LRSchedule(), hooks.FalseNegatives(), hooks.Sync(), hooks.KnnMonitor(), hooks.LogWriter(),
+               hooks.Checkpointer()]
+        for h in out:
+            h.trainer = self
+        return out
+
+    def at_log_step(self) -> bool:
+        return self.step % self.cfg.train.log_every == 0
+
+    def at_checkpoint(self) -> bool:
+        return bool(self.cfg.train.ckpt_every) and self.step % self.cfg.train.ckpt_every == 0
+
     def fit(self) -> dict:
-        cfg, steps = self.cfg, self.order.steps()
-        start, images, last_loss = time.time(), 0, float("nan")
+        """The loop: epochs of steps; everything else is a hook."""
+        hooks_ = self._hooks()
+        self.steps, start, images = self.order.steps(), time.time(), 0
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        if self.step == 0 and distributed.is_main():  # a fresh run's warnings open its log
-            with open(self.log_path, "a") as f:
-                f.writelines(json.dumps({"step": 0, "warning": w}) + "\n" for w in self.warnings)
+        for h in hooks_:
+            h.before_train()
         self.method.train()
-        while self.epoch < cfg.optim.epochs:
-            lr = learning_rate(cfg.optim, self.epoch)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
+        while self.epoch < self.cfg.optim.epochs:
+            for h in hooks_:
+                h.before_epoch()
             self.order.set_epoch(self.epoch, start=self.step_in_epoch * self.local_batch)
             self.method.epoch_start(self.epoch)
-            bar = tqdm(self.loader, total=steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
-                       disable=None if distributed.is_main() else True, leave=False)
-            for views, _, index in bar:
-                progress = self.epoch + self.step_in_epoch / steps
-                loss, metrics = self.train_step(views, index, progress)
-                if "false_negatives" in metrics:
-                    self._fn_sum += metrics["false_negatives"].detach()
-                    self._fn_steps += 1
-                self.step += 1
-                self.step_in_epoch += 1
+            self.bar = tqdm(self.loader, total=self.steps, initial=self.step_in_epoch, desc=f"epoch {self.epoch}",
+                            disable=None if distributed.is_main() else True, leave=False)
+            for views, _, index in self.bar:
+                self.progress = self.epoch + self.step_in_epoch / self.steps
+                loss, metrics = self.train_step(views, index, self.progress)
+                self.step, self.step_in_epoch = self.step + 1, self.step_in_epoch + 1
                 images += len(index) * self.world
-                at_checkpoint = cfg.train.ckpt_every and self.step % cfg.train.ckpt_every == 0
-                if self.step % cfg.train.log_every == 0 or at_checkpoint or self.step_in_epoch == steps:
-                    self.check()
-                    last_loss = distributed.mean(float(loss))  # the global batch's loss
-                    bar.set_postfix(loss=f"{last_loss:.3f}")
-                if self.step % cfg.train.log_every == 0:
-                    outer, inner = self.sampler.fractions(progress)
-                    self.log({"step": self.step, "epoch": progress, "loss": last_loss, "lr": lr,
-                              "outer": outer, "inner": inner, **{k: float(v) for k, v in metrics.items()}})
-                if at_checkpoint and self.step_in_epoch < steps:
-                    self.save()
+                for h in hooks_:
+                    h.after_step(loss, metrics)
             self.epoch, self.step_in_epoch = self.epoch + 1, 0
-            entry = {"step": self.step, "epoch": self.epoch, "loss": last_loss, "lr": lr}
-            if self._fn_steps:  # the epoch's mean share of same-label negatives, over ranks
-                self.false_negatives = distributed.mean(float(self._fn_sum) / self._fn_steps)
-                entry["false_negatives"] = self.false_negatives
-            self._fn_sum.zero_()
-            self._fn_steps = 0
-            if cfg.train.knn_every and (self.epoch % cfg.train.knn_every == 0 or self.epoch == cfg.optim.epochs):
-                distributed.average_buffers(self.method)
-                if distributed.is_main():
-                    self.knn = self.monitor()
-                    entry.update({f"knn_{k}": v for k, v in self.knn.items()})
-                distributed.barrier()
-            self.log(entry)
-            self.live.flush()
-            if distributed.is_main():
-                print(f"[pretrain] {cfg.name} epoch {self.epoch}/{cfg.optim.epochs} step {self.step} "
-                  f"loss {last_loss:.4f}" + (f" knn top1 {self.knn['top1']:.2f}" if "knn_top1" in entry else ""),
-                  flush=True)
-            self.save()
+            entry = {"step": self.step, "epoch": self.epoch, "loss": self.last_loss, "lr": self.lr}
+            for h in hooks_:
+                h.after_epoch(entry)
         wall = time.time() - start
-        return {"loss": last_loss, "wall_s": wall, "images_per_s": images / wall if wall > 0 else 0.0}
+        return {"loss": self.last_loss, "wall_s": wall, "images_per_s": images / wall if wall > 0 else 0.0}
 
     def finish(self, stats: dict) -> Path:
         """Publish final.pt (a hard link to the newest checkpoint) and the results record."""

@@ -12,13 +12,14 @@ experiment.
 from __future__ import annotations
 
 import dataclasses
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 from omegaconf import OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from core.errors import UserError
 from core.registry import Registry
@@ -309,32 +310,48 @@ def _layers(path: Path, seen: tuple = ()) -> list[tuple[str, dict]]:
 
 
 def _merge(cfg, data: dict, source: str, sources: dict):
-    """OmegaConf merge of one layer onto the structured config, with one-line errors."""
+    """OmegaConf merge of one layer onto the structured config, with one-line errors that name
+    the layer (the file or the --set) and the key. OmegaConf's exception says which key; what the
+    key expects is read from the schema, not from the exception's wording."""
     data = _migrate(data)
     _strict_types(data, Config, source)
     try:
         merged = OmegaConf.merge(cfg, data)
+    except ConfigKeyError as exc:
+        raise ConfigError(f"{source}: unknown config key '{exc.full_key}'") from None
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", "") or ""
-        msg = str(exc).splitlines()[0]
-        if "not in" in msg or "Key '" in msg and "not" in msg:
-            raise ConfigError(f"{source}: unknown config key '{key}'") from None
         value = OmegaConf.select(OmegaConf.create(data), key, default=None) if key else None
-        raise ConfigError(f"{source}: key '{key}': {_type_message(msg, value)}") from None
+        raise ConfigError(f"{source}: key '{key}': {_expected(key, value, exc)}") from None
     sources.update({k: source for k in _flat(data)})
     return merged
 
 
-def _type_message(msg: str, value) -> str:
-    if "Integer" in msg:
-        return f"expected an integer, got {value!r}"
-    if "Float" in msg:
-        return f"expected float, got {value!r}"
-    if "ListConfig" in msg or "list" in msg:
-        return f"expected a list, got {value!r}"
-    if "subclass" in msg or "DictConfig" in msg:
+def _schema_type(dotted: str):
+    """The type the schema gives a dotted key (None where it has none)."""
+    typ = Config
+    for part in dotted.split(".") if dotted else ():
+        hints = typing.get_type_hints(typ) if dataclasses.is_dataclass(typ) else {}
+        if part not in hints:
+            return None
+        typ = hints[part]
+    return typ
+
+
+def _expected(key: str, value, exc: Exception) -> str:
+    typ = _schema_type(key)
+    if typing.get_origin(typ) in (typing.Union, types.UnionType):  # Optional[x]: x
+        typ = next(a for a in typing.get_args(typ) if a is not type(None))
+    origin = typing.get_origin(typ) or typ
+    if typ is None or dataclasses.is_dataclass(typ):
         return "must be a mapping"
-    return msg
+    if origin is int:
+        return f"expected an integer, got {value!r}"
+    if origin is float:
+        return f"expected float, got {value!r}"
+    if origin in (list, tuple):
+        return f"expected a list, got {value!r}"
+    return str(exc).splitlines()[0]
 
 
 # ---------------------------------------------------------------- checking

@@ -7,6 +7,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# a one-epoch IR pretraining in a copied tree: tiny(name, *more --set overrides)
+TINY = '''
+from pretrain.__main__ import main as pretrain
+def tiny(name, *sets):
+    args = ["--out", "runs", "--results", "results"]
+    for s in ("method.name=ir", "data.dataset=photo_patches", "data.limit=64", "data.workers=0", "optim.batch_size=32",
+              "optim.epochs=1", "model.feat_dim=16", "train.knn_every=0", f"name={name}", *sets):
+        args += ["--set", s]
+    assert pretrain(args) == 0
+'''
 
 
 def test_the_code_passes_its_ruff_configuration():
@@ -138,16 +148,10 @@ class NearestMean(Protocol):
 PROTOCOLS.register("ncm", NearestMean("ncm", lr=0.0, weight_decay=0.0, epochs=0, follows="a one-file demo",
                                       title="Nearest class mean"), order=5)
 ''')
-    run = '''
-import json, sys
-from pretrain.__main__ import main as pretrain
+    run = TINY + '''
+import json
 from evaluate.__main__ import main as evaluate
-sets = ["name=n", "method.name=ir", "data.dataset=photo_patches", "data.limit=64", "data.workers=0",
-        "optim.batch_size=32", "optim.epochs=1", "model.feat_dim=16", "train.knn_every=0"]
-args = ["--out", "runs", "--results", "results"]
-for s in sets:
-    args += ["--set", s]
-assert pretrain(args) == 0
+tiny("n")
 assert evaluate(["linear", "--protocol", "ncm", "--ckpt", "runs/n/final.pt", "--results", "results", "--workers", "0"]) == 0
 rec = json.load(open("results/n/evaluate/linear_ncm_photo_patches.json"))
 assert rec["evaluation"] == "linear_ncm" and rec["classes_seen"] == 10, rec
@@ -211,11 +215,10 @@ class Solarize(Recipe):
 
 RECIPES.register("solarize", Solarize(), order=9)
 ''')
-    run = '''
+    run = TINY + '''
 import json
 import torch
 from pretrain import config, data
-from pretrain.__main__ import main as pretrain
 from evaluate.__main__ import main as evaluate
 from pretrain.registry import DATASETS, RECIPES
 assert DATASETS.names()[-1] == "digits" and RECIPES.names()[-1] == "solarize"
@@ -226,12 +229,7 @@ assert len(x) == 2 and x[0].shape == (3, 32, 32)
 from pretrain.device_augment import DeviceAugment
 batch = DeviceAugment("solarize", 32)(torch.full((4, 3, 32, 32), 200, dtype=torch.uint8))
 assert batch.shape == (4, 3, 32, 32) and batch.dtype == torch.float32
-sets = ["name=g", "method.name=ir", "data.dataset=digits", "data.augment=solarize", "data.limit=64", "data.workers=0",
-        "optim.batch_size=32", "optim.epochs=1", "model.feat_dim=16", "train.knn_every=0"]
-args = ["--out", "runs", "--results", "results"]
-for s in sets:
-    args += ["--set", s]
-assert pretrain(args) == 0
+tiny("g", "data.dataset=digits", "data.augment=solarize")
 assert evaluate(["knn", "--ckpt", "runs/g/final.pt", "--results", "results", "--workers", "0", "--k", "5"]) == 0
 rec = json.load(open("results/g/evaluate/knn_k5_t0.07_digits.json"))
 assert rec["dataset"] == "digits" and 0 <= rec["metrics"]["top1"] <= 100, rec

@@ -339,3 +339,21 @@ def test_info_nce_refuses_negatives_of_another_batch():
     from pretrain.objectives import info_nce
     with pytest.raises(ValueError, match=r"\(3,\).*\(4, 5\)"):
         info_nce(torch.zeros(3), torch.zeros(4, 5), 0.1)
+
+
+def test_anneal_known_values_and_defaults():
+    """Outer fraction from 1.0 to 0.1 over 4 epochs, written out per schedule; the defaults (start
+    1, no anneal without epochs, 4 steps, decay 0.1); every schedule ends at `final`."""
+    import math
+
+    from core.anneal import anneal
+    assert [anneal("step", e, 0.1, epochs=4) for e in (0, 1, 2, 3)] == pytest.approx([1.0, 0.775, 0.55, 0.325])
+    assert anneal("linear", 1, 0.1, epochs=4) == pytest.approx(0.775)
+    assert anneal("cosine", 2, 0.1, epochs=4) == pytest.approx(0.1 + 0.9 * 0.5)
+    assert anneal("exponential", 2, 0.1, epochs=4) == pytest.approx(0.1 + (math.sqrt(0.1) - 0.1))
+    assert anneal("linear", 0.5, 0.1) == anneal("linear", 0.5, 0.1, epochs=0) == 0.1  # no epochs: no anneal
+    assert anneal("linear", 0.5, 0.1, epochs=1) == pytest.approx(0.55)
+    for schedule in ("linear", "step", "cosine", "exponential", "official_step"):
+        assert anneal(schedule, 4, 0.1, epochs=4) == pytest.approx(0.1)
+    # a time a hair before the end: the rounding guard must not tip it past the last plateau
+    assert anneal("official_step", 4 - 1e-12, 0.1, epochs=4) == pytest.approx(0.1)

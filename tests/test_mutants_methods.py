@@ -318,3 +318,11 @@ def test_las_ball_keeps_background_minus_one_rows_of_the_bank():
     for n, background in ((100, 16), (12, 8)):  # (in the second, pools of 10 or 13 rows would keep 8 or 6)
         m = build("la", n=n, **{"method.la.background": background, "negatives.sampler": "ball"})
         assert band_limits(n - 1, *m.sampler.fractions(0.0)) == (0, background - 1)
+
+
+def test_mocos_queue_holds_at_least_one_batch():
+    """Each step pushes a whole batch: a queue as long as the batch is enough; a shorter one is
+    refused, naming its key."""
+    assert config.load(None, ["method.name=moco", "method.moco.queue_size=32", "optim.batch_size=32"])
+    with pytest.raises(config.ConfigError, match=r"key 'method.moco.queue_size' = 16, expected >= optim.batch_size \(32\)"):
+        config.load(None, ["method.name=moco", "method.moco.queue_size=16", "optim.batch_size=32"])

@@ -352,6 +352,7 @@ def test_anneal_known_values_and_defaults():
     assert anneal("cosine", 2, 0.1, epochs=4) == pytest.approx(0.1 + 0.9 * 0.5)
     assert anneal("exponential", 2, 0.1, epochs=4) == pytest.approx(0.1 + (math.sqrt(0.1) - 0.1))
     assert anneal("linear", 0.5, 0.1) == anneal("linear", 0.5, 0.1, epochs=0) == 0.1  # no epochs: no anneal
+    assert anneal("linear", -1.0, 0.1, epochs=0) == 0.1 and anneal("linear", -1.0, 0.1, epochs=4) == 1.0  # (t >= 0)
     assert anneal("linear", 0.5, 0.1, epochs=1) == pytest.approx(0.55)
     for schedule in ("linear", "step", "cosine", "exponential", "official_step"):
         assert anneal(schedule, 4, 0.1, epochs=4) == pytest.approx(0.1)

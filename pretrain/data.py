@@ -17,8 +17,8 @@ import torchvision
 from torch.utils.data import Dataset, Sampler
 from torchvision.transforms import v2
 
+from pretrain import recipes
 from pretrain.datasets import DataError, DatasetInfo, info  # noqa: F401 - re-exported: data.info, data.DataError
-from pretrain.registry import RECIPES
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)  # torchvision's, as detectron2 expects too
 
@@ -130,12 +130,10 @@ def train_transform(recipe: str, size: int, on_device: bool = False) -> v2.Compo
 
     on_device: only crop and flip here, returning uint8; pretrain.device_augment does the rest
     of the recipe batched on the training device."""
-    crop = random_crop(size)
-    if recipe not in RECIPES:
-        raise ValueError(f"unknown augmentation recipe {recipe!r}, expected one of {', '.join(RECIPES.names())}")
+    crop, photometric = random_crop(size), recipes.get(recipe)
     if on_device:
         return v2.Compose([crop, v2.RandomHorizontalFlip(), v2.ToImage()])
-    return v2.Compose([crop, *RECIPES[recipe].on_cpu(size), v2.RandomHorizontalFlip(), *_finish()])
+    return v2.Compose([crop, *photometric.on_cpu(size), v2.RandomHorizontalFlip(), *_finish()])
 
 
 def eval_transform(size: int, native: int | None) -> v2.Compose:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from pretrain.registry import RECIPES  # noqa: F401 - the recipes register here
+from pretrain.registry import RECIPES
 
 
 class Recipe:
@@ -23,6 +23,13 @@ class Recipe:
     def on_device(self, size: int) -> list:
         """kornia augmentations of a float batch in [0, 1], applied in order."""
         return []
+
+
+def get(name: str) -> Recipe:
+    """The registered recipe `name`; an unknown name is a ValueError that lists the known ones."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown augmentation recipe {name!r}, expected one of {', '.join(RECIPES.names())}")
+    return RECIPES[name]
 
 
 def blur_kernel(size: int) -> int:

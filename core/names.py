@@ -17,7 +17,7 @@ SHIPPED_STRATEGIES = ("infonce", "dcl", "hcl")  # (after the samplers in the rep
 SHIPPED_EVALUATIONS = {"linear_paper": ("Linear probe with the official Ring code's settings", 0),
                        "linear_moco": ("Linear probe with MoCo's settings", 1),
                        "linear_cached": ("Linear probe on cached features (a fast proxy, not a published protocol)", 2),
-                       "knn": ("Weighted kNN", 1000)}  # (evaluate.protocols.KNN_ORDER: after every probe)
+                       "knn": ("Weighted kNN", 1000)}  # (after every probe)
 
 
 def baseline_sampler(method: str | None) -> str | None:

@@ -225,3 +225,13 @@ def test_evaluate_cached_writes_the_views_into_the_record(tmp_path, capsys):
     assert evaluate_main(["linear", "--protocol", "paper", "--views", "2", *common]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "--views 2: only the cached probe caches views" in err
+
+
+def test_the_reports_shipped_titles_are_what_the_protocols_records_carry():
+    """core/names.py titles and orders records written before they carried labels: it must say
+    what the shipped protocols' records say (and kNN's, which it defines)."""
+    from core.names import SHIPPED_EVALUATIONS
+    from evaluate import protocols
+    shipped = {e: {"title": title, "order": order} for e, (title, order) in SHIPPED_EVALUATIONS.items()}
+    carried = {p.evaluation: protocols.label(p.evaluation) for _, p in PROTOCOLS.items()}
+    assert carried == {e: shipped[e] for e in carried} and protocols.label("knn") == shipped["knn"]

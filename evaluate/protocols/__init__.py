@@ -13,12 +13,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
 from core.errors import UserError
+from core.names import SHIPPED_EVALUATIONS
 from core.registry import Registry
 
 PROTOCOLS = Registry("linear-evaluation protocol", "evaluate.protocols")  # filled by the modules here
-# kNN is not a linear probe but has its place and title in the report's order: after the probes
-KNN = {"evaluation": "knn", "title": "Weighted kNN"}
-KNN_ORDER = 1000
+# kNN is not a linear probe but has its place and title in the report's order (after the probes):
+# the ones the report knows for records that carry none
+KNN_TITLE, KNN_ORDER = SHIPPED_EVALUATIONS["knn"]
+KNN = {"evaluation": "knn", "title": KNN_TITLE}
 
 
 @dataclass

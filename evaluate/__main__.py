@@ -80,9 +80,9 @@ def _run(args, held: contextlib.ExitStack) -> Path:
     verify = not args.no_verify
     train_ds = data.load(name, args.data_root, train_split, verify)
     test_ds = data.load(name, args.data_root, test_split, verify)
-    labels = names(cfg)  # the method's and sampler's labels; the evaluation's title and place follow
+    named = names(cfg)  # the method's and sampler's labels; the evaluation's title and place join them below
     run_name = harness.checkpoint(cfg, args.ckpt, checkpoint=args.ckpt, arch=info["arch"], checkpoint_kind=info["kind"],
-                                  **labels)
+                                  **named)
     net.to(device)
 
     def cache(split_ds, normalize):
@@ -118,9 +118,9 @@ def _run(args, held: contextlib.ExitStack) -> Path:
         metrics, more = done
         extra.update(more, protocol=protocol.describe(), evaluation=protocol.evaluation)
         extra["setting"] = extra["protocol"]["setting"]
-    evaluation = {"labels": {**labels.get("labels", {}), "evaluation": protocols.label(extra["evaluation"])}}
+    labels = {**named.get("labels", {}), "evaluation": protocols.label(extra["evaluation"])}
     path = harness.write(task, name, metrics, seed=args.seed, wall_s=time.time() - start, image_size=size,
-                         **evaluation, **extra)
+                         labels=labels, **extra)
     print(f"[evaluate] {task} {run_name}: " + ", ".join(f"{k} {v:.2f}" for k, v in metrics.items()) + f" -> {path}")
     return path
 

@@ -169,8 +169,9 @@ def stages(run: Run, profile: Profile, a, py: str) -> list[list[str]]:
             md += ["--md-version", "v2"]
         cmds += [[py, "-m", "metadataset", "linear", *md],
                  [py, "-m", "metadataset", "episodic", *md, "--head", "both", "--episodes", str(profile.episodes)]]
-    transfers = any(fnmatch.fnmatch(run.method, m) for m in profile.detection_methods)
-    if profile.detection == "mini" and transfers:
+    if not any(fnmatch.fnmatch(run.method, m) for m in profile.detection_methods):
+        return cmds
+    if profile.detection == "mini":
         cmds.append([py, "-m", "detection", "mini", "--ckpt", ckpt, "--out", str(out / "runs"), "--results", results,
                      "--max-iter", "20"])
     elif profile.detection == "coco" and run.dataset == "imagenet" and (Path(a.data_root) / "coco").is_dir():

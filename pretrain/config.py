@@ -34,7 +34,7 @@ class ConfigError(UserError):
 
 @dataclass
 class DataConfig:
-    dataset: str = "cifar10"        # a registered dataset (pretrain/datasets.py)
+    dataset: str = "cifar10"        # a registered dataset (pretrain/datasets/)
     root: str = "data"              # directory holding the dataset in its official on-disk format
     image_size: int = at_least(32, 8)  # crop size fed to the network
     augment: str = "moco_v2"        # a recipe of pretrain/recipes/: moco_v2 | ring (the official Ring code's) | cmc (crop + flip)

@@ -1,7 +1,7 @@
 """The training loop's hooks, after detectron2's HookBase: Trainer.fit is the loop, and each
 concern it serves (the learning-rate schedule, the host sync that stops on a non-finite loss or
 an empty band, the false-negative statistics, the kNN monitor, logging, checkpointing) is a hook
-called at fixed points. They run in the order Trainer.hooks lists them; each reads and changes
+called at fixed points. They run in the order Trainer._hooks lists them; each reads and changes
 the trainer, whose state (checkpointed) they share."""
 from __future__ import annotations
 

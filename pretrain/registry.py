@@ -1,6 +1,6 @@
 """Pretraining's registries: methods, negative samplers, negative strategies, datasets and
-augmentation recipes (the
-class is core.registry.Registry; the evaluation protocols are evaluate/protocols/'s).
+augmentation recipes (the class is core.registry.Registry; the evaluation protocols are
+evaluate/protocols/'s).
 
 `names(config)` is what a results record says about these names, so that the report, which
 imports no stage, can label and order what it reads (docs/design.md §1)."""
